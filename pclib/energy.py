@@ -1,0 +1,135 @@
+r"""The predictive-coding energy, the backprop loss, and their decomposition.
+
+Conventions (stated once in the book's chapter 1). For a batch of $N$ samples,
+
+$$\mathcal F = \frac1N \sum_{i=1}^N \sum_{l=1}^L \frac{\pi_l}{2} \lVert \varepsilon_{l,i} \rVert^2,
+\qquad \varepsilon_l = z_l - f_l(W_l z_{l-1} + b_l),$$
+
+with scalar precisions $\pi_l$ (default 1), and
+
+$$\mathcal L = \frac1N \sum_{i=1}^N \frac12 \lVert y_i - \hat y_i \rVert^2 .$$
+
+Millidge et al. (2022) write $\mathcal F = \sum_l \varepsilon_l^2$ with no $\tfrac12$ and no $1/N$:
+their energies and gradients are $2N$ times ours, which rescales time but moves no equilibrium.
+
+The energy splits as $\mathcal F = \mathcal L(z) + \tilde E$ with $\mathcal L(z)$ the output
+layer's term and $\tilde E$ the hidden layers' terms (Millidge et al. 2022, Eq. 12). With the
+output clamped to $y$ and $\pi_L = 1$, $\mathcal L(z)$ is the loss of the prediction made
+from $z_{L-1}$; at the feedforward pass it equals the backprop loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+
+from .model import Activation, Array, Params, check_data, check_params, forward, layer_activations, preactivation
+
+
+def _check_activities(params: Params, activities: Sequence[Array]) -> None:
+    if len(activities) != len(params) + 1:
+        raise ValueError(
+            f"activities must list one array per layer, input and output included "
+            f"({len(params) + 1} for a {len(params)}-layer network); got {len(activities)}"
+        )
+    widths = [params[0]["W"].shape[1]] + [layer["W"].shape[0] for layer in params]
+    for l, (z, d) in enumerate(zip(activities, widths)):
+        if jnp.ndim(z) != 2 or jnp.shape(z)[1] != d:
+            raise ValueError(f"activities[{l}] must have shape (N, {d}); got {tuple(jnp.shape(z))}")
+
+
+def as_precisions(precisions: Any, n_layers: int, dtype: Any = None) -> Array:
+    """Precisions as an array of shape ``(L,)``; ``None`` means all ones."""
+    if precisions is None:
+        return jnp.ones((n_layers,), dtype)
+    p = jnp.asarray(precisions, dtype)
+    if p.shape != (n_layers,):
+        raise ValueError(
+            f"precisions must hold one scalar per layer, shape ({n_layers},); got shape {p.shape}"
+        )
+    return p
+
+
+def predictions(
+    params: Params, activities: Sequence[Array], *, act: Activation = "tanh", out_act: Activation = "linear"
+) -> list[Array]:
+    r"""Top-down predictions $\mu_l = f_l(W_l z_{l-1} + b_l)$ for $l = 1..L$."""
+    fs = layer_activations(len(params), act=act, out_act=out_act)
+    return [f(preactivation(layer, z)) for layer, f, z in zip(params, fs, activities[:-1])]
+
+
+def errors(
+    params: Params, activities: Sequence[Array], *, act: Activation = "tanh", out_act: Activation = "linear"
+) -> list[Array]:
+    r"""Prediction errors $\varepsilon_l = z_l - \mu_l$ for $l = 1..L$, each of shape ``(N, d_l)``."""
+    check_params(params)
+    _check_activities(params, activities)
+    mus = predictions(params, activities, act=act, out_act=out_act)
+    return [z - mu for z, mu in zip(activities[1:], mus)]
+
+
+def layer_energies(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> Array:
+    r"""Per-layer energies $\frac1N\sum_i \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(L,)``."""
+    eps = errors(params, activities, act=act, out_act=out_act)
+    pi = as_precisions(precisions, len(params), eps[0].dtype)
+    n = activities[0].shape[0]
+    return jnp.stack([0.5 * pi[l] * jnp.sum(e**2) / n for l, e in enumerate(eps)])
+
+
+def sample_energies(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> Array:
+    r"""Each sample's own energy $F_i = \sum_l \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(N,)``."""
+    eps = errors(params, activities, act=act, out_act=out_act)
+    pi = as_precisions(precisions, len(params), eps[0].dtype)
+    return sum(0.5 * pi[l] * jnp.sum(e**2, axis=1) for l, e in enumerate(eps))
+
+
+def energy(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> Array:
+    r"""The energy $\mathcal F = \frac1N\sum_i F_i$ (a scalar)."""
+    return jnp.sum(layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions))
+
+
+def energy_decomposition(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> tuple[Array, Array]:
+    r"""Split $\mathcal F = \mathcal L(z) + \tilde E$ (Millidge et al. 2022, Eq. 12).
+
+    Returns ``(output_term, residual)``: the output layer's energy and the hidden layers' sum.
+    """
+    e = layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions)
+    return e[-1], jnp.sum(e[:-1])
+
+
+def mse_loss(
+    params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear"
+) -> Array:
+    r"""The backprop loss $\mathcal L = \frac1N\sum_i \frac12\lVert y_i - \hat y_i\rVert^2$."""
+    check_data(params, x, y)
+    y_hat = forward(params, x, act=act, out_act=out_act)[-1]
+    return 0.5 * jnp.sum((jnp.asarray(y) - y_hat) ** 2) / y_hat.shape[0]

@@ -1,0 +1,136 @@
+r"""Learning: PC weight gradients at the inferred activities, backprop gradients, and training loops.
+
+PC's learning rule is gradient descent on the energy with respect to the weights, at the
+activities that inference settled on (Millidge et al. 2022, Eq. 2):
+
+$$\frac{\partial \mathcal F}{\partial W_l} = -\frac1N \sum_i \pi_l
+\big(\varepsilon_{l,i} \odot f_l'(W_l z_{l-1,i} + b_l)\big)\, z_{l-1,i}^\top ,$$
+
+which is local: it needs only the error of layer $l$ and the activity of layer $l-1$.
+Backprop descends $\mathcal L$ with gradients taken at the feedforward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from tqdm.auto import tqdm
+
+from .data import batches
+from .energy import as_precisions, energy, mse_loss
+from .inference import check_energies, infer
+from .model import Activation, Array, Params, check_data, check_params
+
+
+def pc_grads(
+    params: Params,
+    activities: list,
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> Params:
+    r"""$\partial \mathcal F / \partial \theta$ at the given activities (same pytree as ``params``)."""
+    return jax.grad(lambda p: energy(p, activities, act=act, out_act=out_act, precisions=precisions))(params)
+
+
+def bp_grads(
+    params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear"
+) -> Params:
+    r"""Backprop gradients $\partial \mathcal L / \partial \theta$ of the mean squared error."""
+    return jax.grad(lambda p: mse_loss(p, x, y, act=act, out_act=out_act))(params)
+
+
+class StepInfo(NamedTuple):
+    """What a training step reports: the batch loss at the feedforward pass before the update,
+    and (for PC) the inference energy trace of shape ``(steps + 1,)``."""
+
+    loss: Array
+    energies: Array
+
+
+def make_step(
+    optimizer: optax.GradientTransformation,
+    *,
+    method: str = "pc",
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    steps: int = 20,
+    dt: float = 0.1,
+    precisions: Any = None,
+) -> Callable:
+    """A compiled training step ``step(params, opt_state, x, y) -> (params, opt_state, StepInfo)``.
+
+    ``method="pc"`` runs ``steps`` inference steps from the feedforward pass with the output
+    clamped to ``y`` and applies the optimiser to :func:`pc_grads`; ``method="bp"`` applies it to
+    :func:`bp_grads`. The step is compiled once per shape: new data of the same shape reuses it.
+    """
+    if method not in ("pc", "bp"):
+        raise ValueError(f"unknown method {method!r}: use 'pc' (predictive coding) or 'bp' (backprop)")
+
+    def grads_and_info(params, x, y):
+        loss = mse_loss(params, x, y, act=act, out_act=out_act)
+        if method == "bp":
+            return bp_grads(params, x, y, act=act, out_act=out_act), StepInfo(loss, loss[None])
+        pi = as_precisions(precisions, len(params), x.dtype)
+        res = infer(params, x, y, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
+        g = pc_grads(params, res.activities, act=act, out_act=out_act, precisions=pi)
+        return g, StepInfo(loss, res.energies)
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        g, info = grads_and_info(params, x, y)
+        updates, opt_state = optimizer.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, info
+
+    return step
+
+
+def train(
+    params: Params,
+    x: Array,
+    y: Array,
+    *,
+    method: str = "pc",
+    optimizer: optax.GradientTransformation | None = None,
+    epochs: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    steps: int = 20,
+    dt: float = 0.1,
+    precisions: Any = None,
+    progress: bool = True,
+    callback: Callable[[int, Params], None] | None = None,
+) -> tuple[Params, dict]:
+    """Train with PC or BP on ``(x, y)`` for ``epochs`` passes of shuffled minibatches.
+
+    Returns the trained parameters and a history dict with per-iteration ``"loss"`` (the batch
+    loss before each update). ``callback(iteration, params)``, if given, runs after every update.
+    The optimiser defaults to SGD with learning rate 0.1. A PC step whose inference diverges
+    raises :class:`pclib.inference.InferenceDivergedError`.
+    """
+    check_params(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(params, x, y)
+    optimizer = optimizer if optimizer is not None else optax.sgd(0.1)
+    step = make_step(optimizer, method=method, act=act, out_act=out_act, steps=steps, dt=dt, precisions=precisions)
+    opt_state = optimizer.init(params)
+    history: dict[str, list] = {"loss": []}
+    if not 1 <= batch_size <= x.shape[0]:
+        raise ValueError(f"batch_size must be between 1 and the number of samples {x.shape[0]}; got {batch_size}")
+    n_batches = epochs * (x.shape[0] // batch_size)
+    epochs_of_batches = (batches(x, y, batch_size=batch_size, seed=seed * 1_000_003 + e) for e in range(epochs))
+    stream = (b for epoch in epochs_of_batches for b in epoch)
+    for it, (xb, yb) in enumerate(tqdm(stream, total=n_batches, desc=method.upper(), disable=not progress)):
+        params, opt_state, info = step(params, opt_state, xb, yb)
+        if method == "pc":
+            check_energies(info.energies, dt=dt, steps=steps)
+        history["loss"].append(float(info.loss))
+        if callback is not None:
+            callback(it, params)
+    return params, history

@@ -1,0 +1,193 @@
+r"""Multilayer perceptrons as plain pytrees, and their feedforward pass.
+
+A network with $L$ layers is a list of layer dicts ``{"W": (d_out, d_in), "b": (d_out,)}``
+(``"b"`` may be absent). Layer $l$ predicts
+
+$$\mu_l = f_l(W_l z_{l-1} + b_l), \qquad l = 1, \dots, L,$$
+
+where $f_l$ is ``act`` for the hidden layers $l < L$ and ``out_act`` for the output layer.
+Activities are stored as a list ``[z_0, z_1, ..., z_L]`` of arrays of shape ``(N, d_l)``:
+$z_0$ is the input, $z_L$ the output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = list  # list[dict[str, Array]]: [{"W": (d_out, d_in), "b": (d_out,)}, ...]
+Activation = Union[str, Callable[[Array], Array]]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "linear": lambda a: a,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+}
+
+
+def get_activation(act: Activation) -> Callable[[Array], Array]:
+    """Return the activation function for a name in :data:`ACTIVATIONS`, or ``act`` if callable.
+
+    Raises
+    ------
+    ValueError
+        If ``act`` is an unknown name; the message lists the valid names.
+    """
+    if callable(act):
+        return act
+    if isinstance(act, str) and act in ACTIVATIONS:
+        return ACTIVATIONS[act]
+    valid = ", ".join(repr(k) for k in ACTIVATIONS)
+    raise ValueError(
+        f"unknown activation {act!r}: use one of {valid}, or pass a callable such as jax.nn.sigmoid"
+    )
+
+
+def layer_activations(n_layers: int, *, act: Activation, out_act: Activation) -> list[Callable]:
+    """The activation of each layer $1..L$: ``act`` for hidden layers, ``out_act`` for the last."""
+    f, f_out = get_activation(act), get_activation(out_act)
+    return [f] * (n_layers - 1) + [f_out]
+
+
+def widths_of(params: Params) -> list[int]:
+    """Layer widths ``[d_0, d_1, ..., d_L]`` of a network."""
+    return [int(params[0]["W"].shape[1])] + [int(layer["W"].shape[0]) for layer in params]
+
+
+def check_params(params: Params) -> None:
+    """Validate the structure and shapes of a network, naming the offending layer.
+
+    Raises
+    ------
+    ValueError
+        If ``params`` is not a non-empty list of ``{"W", "b"}`` dicts with chained shapes.
+    """
+    if not isinstance(params, (list, tuple)) or len(params) == 0:
+        raise ValueError(
+            f"params must be a non-empty list of layer dicts {{'W': (d_out, d_in), 'b': (d_out,)}}; "
+            f"got {type(params).__name__}. Build one with pclib.init_mlp(key, widths)."
+        )
+    d_prev = None
+    for l, layer in enumerate(params, start=1):
+        if not isinstance(layer, dict) or "W" not in layer:
+            raise ValueError(f"layer {l}: expected a dict with key 'W' (and optionally 'b'); got {layer!r:.80}")
+        W = layer["W"]
+        if W.ndim != 2:
+            raise ValueError(f"layer {l}: W must be 2-D (d_out, d_in); got shape {tuple(W.shape)}")
+        if d_prev is not None and W.shape[1] != d_prev:
+            raise ValueError(
+                f"layer {l}: W has shape {tuple(W.shape)} but layer {l - 1} has {d_prev} units; "
+                f"W_{l} must have shape ({W.shape[0]}, {d_prev})"
+            )
+        b = layer.get("b")
+        if b is not None and tuple(b.shape) != (W.shape[0],):
+            raise ValueError(
+                f"layer {l}: b has shape {tuple(b.shape)} but W has shape {tuple(W.shape)}; "
+                f"b_{l} must have shape ({W.shape[0]},)"
+            )
+        d_prev = W.shape[0]
+
+
+def check_data(params: Params, x: Any, y: Any = None, *, name_x: str = "x", name_y: str = "y") -> None:
+    """Check that data of shape ``(N, features)`` fits the network's input (and output) width.
+
+    Raises
+    ------
+    ValueError
+        On wrong rank, wrong feature count, or mismatched batch sizes.
+    """
+    d_in, d_out = params[0]["W"].shape[1], params[-1]["W"].shape[0]
+    for arr, nm, d, where in ((x, name_x, d_in, "input"), (y, name_y, d_out, "output")):
+        if arr is None:
+            continue
+        shape = tuple(jnp.shape(arr))
+        if len(shape) != 2:
+            raise ValueError(
+                f"{nm} must be 2-D with shape (N, {d}) (N samples, {d} features); got shape {shape}. "
+                f"For a single sample use {nm}[None, :]."
+            )
+        if shape[1] != d:
+            raise ValueError(
+                f"{nm} has {shape[1]} features but the network's {where} layer has {d} units "
+                f"(expected shape (N, {d}), got {shape})"
+            )
+    if x is not None and y is not None and jnp.shape(x)[0] != jnp.shape(y)[0]:
+        raise ValueError(
+            f"{name_x} and {name_y} must have the same number of samples; "
+            f"got {jnp.shape(x)[0]} and {jnp.shape(y)[0]}"
+        )
+
+
+def init_mlp(
+    key: Array,
+    widths: Sequence[int],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    scale: float | None = None,
+    bias: bool = True,
+    dtype: Any = None,
+) -> Params:
+    r"""Initialise an MLP with widths ``[d_0, ..., d_L]``.
+
+    Weights are drawn $W_l \sim \mathcal N(0, \sigma_l^2)$ and biases start at zero.
+    With ``scale=None``, $\sigma_l = g / \sqrt{d_{l-1}}$ with gain $g = \sqrt 2$ for ReLU
+    hidden layers and $g = 1$ otherwise (LeCun/He initialisation). A float ``scale`` sets
+    $\sigma_l$ = ``scale`` for every layer, e.g. ``scale=5e-3`` for a near-origin start
+    as in Innocenti et al. (2024).
+
+    Parameters
+    ----------
+    key : PRNG key.
+    widths : layer widths, input first; at least two entries.
+    act, out_act : used only to choose the default gain; they are not stored.
+    scale : weight standard deviation, or ``None`` for the fan-in default.
+    bias : include ``"b"`` in each layer.
+    dtype : float dtype (default: JAX's default float, float64 under ``jax_enable_x64``).
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"widths must list at least an input and an output width, all >= 1; got {widths}")
+    get_activation(act), get_activation(out_act)  # validate names early
+    dtype = dtype or jnp.result_type(float)
+    keys = jax.random.split(key, len(widths) - 1)
+    params = []
+    for l, (k, d_in, d_out) in enumerate(zip(keys, widths[:-1], widths[1:]), start=1):
+        if scale is None:
+            is_relu = act == "relu" and l < len(widths) - 1
+            std = (math.sqrt(2.0) if is_relu else 1.0) / math.sqrt(d_in)
+        else:
+            std = float(scale)
+        layer = {"W": std * jax.random.normal(k, (d_out, d_in), dtype)}
+        if bias:
+            layer["b"] = jnp.zeros((d_out,), dtype)
+        params.append(layer)
+    return params
+
+
+def preactivation(layer: dict, z_prev: Array) -> Array:
+    """$W z + b$ for a batch ``z_prev`` of shape ``(N, d_in)``."""
+    a = z_prev @ layer["W"].T
+    b = layer.get("b")
+    return a if b is None else a + b
+
+
+def forward(params: Params, x: Array, *, act: Activation = "tanh", out_act: Activation = "linear") -> list[Array]:
+    r"""Feedforward pass: the activities $[x, \hat z_1, \dots, \hat z_L]$ with $\hat z_l = f_l(W_l \hat z_{l-1} + b_l)$."""
+    check_params(params)
+    x = jnp.asarray(x)
+    check_data(params, x)
+    fs = layer_activations(len(params), act=act, out_act=out_act)
+    zs = [x]
+    for layer, f in zip(params, fs):
+        zs.append(f(preactivation(layer, zs[-1])))
+    return zs
+
+
+def predict(params: Params, x: Array, *, act: Activation = "tanh", out_act: Activation = "linear") -> Array:
+    """The network output $\\hat y = \\hat z_L$."""
+    return forward(params, x, act=act, out_act=out_act)[-1]

@@ -1,0 +1,226 @@
+"""Chapter 1's claims about inference, each over seeded sweeps of random networks.
+
+Expected values come from closed forms (pclib.theory, written independently of the
+iterative code), from the backprop recursion, or from hand-written formulas.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import pclib
+from pclib import theory
+from conftest import random_net
+
+ACTS = ["linear", "tanh", "relu"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_thm31_free_output_settles_at_feedforward_pass(seed):
+    """Millidge et al. Thm 3.1: input clamped, output free -> equilibrium = feedforward pass."""
+    act = ["linear", "tanh"][seed % 2]
+    params, x, _ = random_net(seed, [5, 8, 8, 3], act=act)
+    res = pclib.infer(params, x, None, act=act, steps=3000, dt=0.1, init="normal", key=jax.random.key(seed))
+    ff = pclib.forward(params, x, act=act)
+    assert float(theory.relative_error(res.activities, ff)) < 1e-6
+    assert float(res.energies[-1]) < 1e-12
+
+
+def test_inference_is_per_sample():
+    """Each sample follows its own energy: running a batch equals running each sample alone."""
+    params, x, y = random_net(1, [5, 8, 8, 3], n=6)
+    batch = pclib.infer(params, x, y, steps=30, dt=0.2).activities
+    for i in range(6):
+        single = pclib.infer(params, x[i : i + 1], y[i : i + 1], steps=30, dt=0.2).activities
+        for zb, zs in zip(batch, single):
+            np.testing.assert_allclose(zb[i : i + 1], zs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_song_first_steps_give_backprop_errors(seed):
+    """From the feedforward pass, after k steps the error of layer L-k equals dt^k times the BP
+    signal -dl/dz_{L-k} at the feedforward pass, and every layer below it still has zero error."""
+    act = ACTS[seed % 3]
+    params, x, y = random_net(seed, [6, 8, 7, 8, 9, 4], act=act)
+    L = len(params)
+    ff = pclib.forward(params, x, act=act)
+    delta = theory.backprop_errors(params, ff, y - ff[-1], act=act)  # BP recursion, index l-1 -> layer l
+    dt = 0.1 + 0.2 * seed
+    for k in range(1, L):
+        eps = pclib.errors(params, pclib.infer(params, x, y, act=act, steps=k, dt=dt, check=False).activities, act=act)
+        np.testing.assert_allclose(eps[L - 1 - k], dt**k * delta[L - 1 - k], rtol=1e-10, atol=1e-14)
+        for lower in eps[: L - 1 - k]:
+            assert float(jnp.max(jnp.abs(lower))) == 0.0
+
+
+def test_backprop_errors_are_negative_loss_gradients():
+    """The BP recursion at the feedforward pass with e = y - y_hat is -N dL/dz_l, by autodiff."""
+    params, x, y = random_net(3, [5, 8, 8, 3])
+    ff = pclib.forward(params, x)
+    delta = theory.backprop_errors(params, ff, y - ff[-1])
+
+    def loss_from(l, z):
+        zl = z
+        for p, f in zip(params[l:], pclib.model.layer_activations(len(params), act="tanh", out_act="linear")[l:]):
+            zl = f(pclib.model.preactivation(p, zl))
+        return 0.5 * jnp.sum((y - zl) ** 2)
+
+    for l in range(1, len(params)):
+        np.testing.assert_allclose(delta[l - 1], -jax.grad(loss_from, argnums=1)(l, ff[l]), rtol=1e-10)
+
+
+def _equilibrium(params, x, y, act, steps=4000, dt=0.1):
+    res = pclib.infer(params, x, y, act=act, steps=steps, dt=dt)
+    return res.activities, pclib.errors(params, res.activities, act=act)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("act", ["tanh", "linear"])
+def test_equilibrium_errors_obey_the_recursion_at_equilibrium(seed, act):
+    """Stationarity (the first line of Thm 3.2's proof): eps_l* = J_{l+1}(z_l*)^T eps_{l+1}*.
+    (Smooth activations: with ReLU the equilibrium can sit on a kink where J is undefined.)"""
+    params, x, y = random_net(seed, [6, 12, 12, 4], act=act)
+    zs, eps = _equilibrium(params, x, y, act)
+    rec = theory.backprop_errors(params, zs, eps[-1], act=act)
+    assert float(theory.relative_error(eps[:-1], rec[:-1])) < 1e-6
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_thm32_gap_to_backprop_shrinks_linearly_with_output_error(seed):
+    """Thm 3.2: the gap between the equilibrium errors and the BP recursion through the feedforward
+    Jacobians is O(eps * eps_f): for tanh it shrinks in proportion to the output-error size s, and for
+    linear nets (f' constant) it is zero."""
+    params, x, _ = random_net(seed, [6, 16, 16, 4], act="tanh", n=32)
+    ff = pclib.forward(params, x)
+    u = jax.random.normal(jax.random.key(50 + seed), ff[-1].shape)
+    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+    gaps = []
+    for s in (1e-3, 1e-2, 1e-1):
+        _, eps = _equilibrium(params, x, ff[-1] + s * u, "tanh")
+        rec = theory.backprop_errors(params, ff, eps[-1])
+        gaps.append(float(theory.relative_error(eps[:-1], rec[:-1])))
+    ratios = np.array(gaps[1:]) / np.array(gaps[:-1])
+    assert np.all((ratios > 10 / 1.5) & (ratios < 10 * 1.5)), (gaps, ratios)
+    lin, xl, yl = random_net(seed, [6, 16, 16, 4], act="linear")
+    ffl = pclib.forward(lin, xl, act="linear")
+    _, eps = _equilibrium(lin, xl, yl, "linear")
+    rec = theory.backprop_errors(lin, ffl, eps[-1], act="linear")
+    assert float(theory.relative_error(eps[:-1], rec[:-1])) < 1e-8
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    hidden=st.lists(st.integers(2, 20), min_size=1, max_size=3),
+    bias=st.booleans(),
+)
+def test_thm34_linear_equilibrium_matches_iterative_inference(seed, hidden, bias):
+    """Thm 3.4: the closed-form (direct solve) equilibrium of a linear PCN equals the limit of inference."""
+    widths = [10] + hidden + [5]
+    params, x, y = random_net(seed, widths, act="linear", n=32, bias=bias)
+    H = theory.linear_activity_hessian(params)
+    lam = np.linalg.eigvalsh(np.asarray(H))
+    dt = 1.0 / lam[-1]  # stable: Euler converges for dt < 2 / lambda_max
+    steps = int(np.ceil(np.log(1e-10) / np.log(1 - dt * lam[0])))  # contraction to 1e-10
+    res = pclib.infer(params, x, y, act="linear", steps=steps, dt=dt)
+    star = theory.linear_equilibrium(params, x, y)
+    assert float(theory.relative_error(res.activities[1:-1], star[1:-1])) < 1e-6
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_thm35_precision_weighted_linear_equilibrium(seed):
+    """Thm 3.5: with scalar precisions the closed form still matches inference, and it matches
+    Millidge et al.'s layerwise fixed-point form z_l* = (I + p W^T W)^-1 [W z_{l-1}* + p W^T z_{l+1}*]."""
+    params, x, y = random_net(seed, [6, 9, 7, 4], act="linear", bias=False)
+    pi = jnp.array([1.0, 0.2, 5.0]) * (1 + seed)
+    lam = np.linalg.eigvalsh(np.asarray(theory.linear_activity_hessian(params, precisions=pi)))
+    dt = 1.0 / lam[-1]
+    steps = int(np.ceil(np.log(1e-11) / np.log(1 - dt * lam[0])))
+    res = pclib.infer(params, x, y, act="linear", steps=steps, dt=dt, precisions=pi)
+    star = theory.linear_equilibrium(params, x, y, precisions=pi)
+    assert float(theory.relative_error(res.activities[1:-1], star[1:-1])) < 1e-6
+    for l in (1, 2):
+        W, Wu = params[l - 1]["W"], params[l]["W"]
+        p = pi[l] / pi[l - 1]
+        A = jnp.eye(W.shape[0]) + p * Wu.T @ Wu
+        rhs = star[l - 1] @ W.T + p * star[l + 1] @ Wu
+        np.testing.assert_allclose(jnp.linalg.solve(A, rhs.T).T, star[l], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_linear_energy_is_convex_with_hessian_I_plus_WtW(seed):
+    """App. A.3: the activity Hessian (by jax.hessian) is the block matrix of pclib.theory, its
+    diagonal blocks are I + W_{l+1}^T W_{l+1}, and it is positive definite."""
+    params, x, y = random_net(seed, [4, 6, 5, 7, 3], act="linear")
+    dims = [6, 5, 7]
+
+    def F(flat):
+        parts = jnp.split(flat, np.cumsum(dims)[:-1])
+        return pclib.energy(params, [x[:1]] + [p[None] for p in parts] + [y[:1]], act="linear")
+
+    Hn = jax.hessian(F)(jnp.zeros(sum(dims)))
+    H = theory.linear_activity_hessian(params)
+    np.testing.assert_allclose(Hn, H, atol=1e-12)
+    off = np.cumsum([0] + dims)
+    for i in range(3):
+        Wu = params[i + 1]["W"]
+        np.testing.assert_allclose(H[off[i] : off[i + 1], off[i] : off[i + 1]], np.eye(dims[i]) + Wu.T @ Wu, atol=1e-12)
+    assert np.linalg.eigvalsh(np.asarray(H)).min() > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_layer_ode_solution_is_the_limit_of_euler(seed):
+    """App. A.4: for a two-layer linear net the exact path z(t) = z* + exp(-At)(z(0) - z*) is the
+    dt -> 0 limit of inference, with first-order (Euler) convergence."""
+    params, x, y = random_net(seed, [5, 6, 4], act="linear")
+    z0 = pclib.forward(params, x, act="linear")
+    z0[-1] = y
+    T = 2.0
+    exact = theory.layer_flow(params, z0, 1, jnp.array([T]))[0]
+    errs = []
+    for steps in (100, 200, 400):
+        z = pclib.infer(params, x, y, act="linear", steps=steps, dt=T / steps).activities[1]
+        errs.append(float(theory.relative_error(z, exact)))
+    assert errs[-1] < 1e-2
+    assert 1.7 < errs[0] / errs[1] < 2.3 and 1.7 < errs[1] / errs[2] < 2.3, errs
+    # and at t -> infinity the path ends at the closed-form equilibrium
+    far = theory.layer_flow(params, z0, 1, jnp.array([200.0]))[0]
+    np.testing.assert_allclose(far, theory.linear_equilibrium(params, x, y)[1], rtol=1e-9, atol=1e-12)
+
+
+def _decomposition_trace(params, res, act):
+    T = res.energies.shape[0]
+    dec = np.array([pclib.energy_decomposition(params, [z[t] for z in res.trajectory], act=act) for t in range(T)])
+    return dec[:, 0], dec[:, 1]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fig4a_loss_falls_residual_rises(seed):
+    """Fig. 4A: from the feedforward pass with a small step, the output term L(z) falls at every
+    step, F falls at every step, and the residual energy ends above its starting value 0.
+    Smooth activations (linear, tanh); ReLU is tested below."""
+    act = ["linear", "tanh"][seed % 2]
+    depth = 2 + seed % 4
+    params, x, y = random_net(seed, [8] + [16] * depth + [4], act=act)
+    res = pclib.infer(params, x, y, act=act, steps=150, dt=0.05, record=True)
+    L_t, E_t = _decomposition_trace(params, res, act)
+    tol = 1e-12 * L_t[0]
+    assert np.all(np.diff(L_t) <= tol)
+    assert np.all(np.diff(np.asarray(res.energies)) <= tol)
+    assert E_t[0] == 0.0 and E_t[-1] > 0.0
+    np.testing.assert_allclose(L_t + E_t, res.energies, rtol=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fig4a_relu_falls_overall_but_not_at_every_step(seed):
+    """ReLU is not differentiable at 0, so fixed-step descent can bounce across a kink and raise F
+    slightly at single steps; over the run L and F still fall and the residual energy rises."""
+    params, x, y = random_net(seed, [8, 16, 16, 16, 4], act="relu")
+    res = pclib.infer(params, x, y, act="relu", steps=150, dt=0.05, record=True)
+    L_t, E_t = _decomposition_trace(params, res, "relu")
+    F = np.asarray(res.energies)
+    assert L_t[-1] < L_t[0] and F[-1] < 0.9 * F[0]
+    assert E_t[0] == 0.0 and E_t[-1] > 0.0
+    assert np.diff(F).max() < 1e-2 * F[0]  # any rise is a small wobble, not divergence
