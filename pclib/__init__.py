@@ -6,14 +6,16 @@ Modules: :mod:`~pclib.model` (networks), :mod:`~pclib.energy` (energy and loss),
 (printed checks), :mod:`~pclib.plotting` and :mod:`~pclib.widgets` (figures and controls).
 """
 
-from .energy import energy, energy_decomposition, errors, layer_energies, mse_loss, predictions, sample_energies
+from .energy import (
+    energy, energy_decomposition, errors, layer_energies, layer_energy_trace, mse_loss, predictions, sample_energies,
+)
 from .inference import Inference, InferenceDivergedError, infer
 from .learning import bp_grads, make_step, pc_grads, train
-from .model import ACTIVATIONS, forward, get_activation, init_mlp, predict
+from .model import ACTIVATIONS, forward, get_activation, init_mlp, predict, random_problem
 
 __all__ = [
     "ACTIVATIONS", "Inference", "InferenceDivergedError", "bp_grads", "energy", "energy_decomposition",
-    "errors", "forward", "get_activation", "infer", "init_mlp", "layer_energies", "make_step", "mse_loss",
-    "pc_grads", "predict", "predictions", "sample_energies", "train",
+    "errors", "forward", "get_activation", "infer", "init_mlp", "layer_energies", "layer_energy_trace", "make_step",
+    "mse_loss", "pc_grads", "predict", "predictions", "random_problem", "sample_energies", "train",
 ]
 __version__ = "0.1.0"

@@ -4,7 +4,8 @@ A chapter prints each claim as a line such as
 ``max rel. gap (infer vs closed form) = 3.1e-09 < 1e-06: True``. The measured value may differ
 in its last digits between machines (CPU vs GPU, BLAS builds), so the book's nbval sanitize
 file (``nbval_sanitize.cfg``) masks the number in ``= <value> <`` and keeps the verdict, which
-is what the regression test compares.
+is what the regression test compares. The functions print and return nothing, so a check as the
+last line of a cell displays no extra value.
 """
 
 from __future__ import annotations
@@ -14,25 +15,22 @@ from typing import Any
 import numpy as np
 
 
-def check_below(label: str, value: Any, bound: float) -> bool:
-    """Print ``"{label} = {value:.1e} < {bound:.0e}: {ok}"`` and return ``ok``."""
+def check_below(label: str, value: Any, bound: float) -> None:
+    """Print ``"{label} = {value:.1e} < {bound:.0e}: {ok}"`` for the maximum of ``value``."""
     v = float(np.max(np.asarray(value, dtype=np.float64)))
     ok = bool(v < bound)
     print(f"{label} = {v:.1e} < {bound:.0e}: {ok}")
-    return ok
 
 
-def check_above(label: str, value: Any, bound: float) -> bool:
-    """Print ``"{label} = {value:.1e} > {bound:.0e}: {ok}"`` (minimum over ``value``) and return ``ok``."""
+def check_above(label: str, value: Any, bound: float) -> None:
+    """Print ``"{label} = {value:.1e} > {bound:.0e}: {ok}"`` for the minimum of ``value``."""
     v = float(np.min(np.asarray(value, dtype=np.float64)))
     ok = bool(v > bound)
     print(f"{label} = {v:.1e} > {bound:.0e}: {ok}")
-    return ok
 
 
-def check_all(label: str, flags: Any) -> bool:
-    """Print ``"{label}: {k}/{n} -> {all}"`` for a sequence of booleans and return whether all hold."""
+def check_all(label: str, flags: Any) -> None:
+    """Print ``"{label}: {k}/{n} -> {all}"`` for a sequence of booleans."""
     f = np.asarray(flags, dtype=bool).ravel()
     ok = bool(f.all())
     print(f"{label}: {int(f.sum())}/{f.size} -> {ok}")
-    return ok

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 
 from .model import Activation, Array, Params, check_data, check_params, forward, layer_activations, preactivation
@@ -96,6 +97,21 @@ def sample_energies(
     eps = errors(params, activities, act=act, out_act=out_act)
     pi = as_precisions(precisions, len(params), eps[0].dtype)
     return sum(0.5 * pi[l] * jnp.sum(e**2, axis=1) for l, e in enumerate(eps))
+
+
+def layer_energy_trace(
+    params: Params,
+    trajectory: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> Array:
+    """:func:`layer_energies` at every step of a recorded trajectory (``infer(..., record=True)``):
+    shape ``(T, L)``."""
+    return jax.vmap(lambda zs: layer_energies(params, zs, act=act, out_act=out_act, precisions=precisions))(
+        list(trajectory)
+    )
 
 
 def energy(

@@ -191,3 +191,24 @@ def forward(params: Params, x: Array, *, act: Activation = "tanh", out_act: Acti
 def predict(params: Params, x: Array, *, act: Activation = "tanh", out_act: Activation = "linear") -> Array:
     """The network output $\\hat y = \\hat z_L$."""
     return forward(params, x, act=act, out_act=out_act)[-1]
+
+
+def random_problem(
+    seed: int,
+    widths: Sequence[int],
+    *,
+    act: Activation = "tanh",
+    n: int = 32,
+    bias: bool = True,
+    bias_scale: float = 0.1,
+    scale: float | None = None,
+) -> tuple[Params, Array, Array]:
+    """A random network with random biases (std ``bias_scale``), standard-normal inputs ``(n, d_0)``
+    and standard-normal targets ``(n, d_L)``, all from one integer seed. For checks over many nets."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+    params = init_mlp(k1, widths, act=act, bias=bias, scale=scale)
+    if bias:
+        params = [dict(p, b=bias_scale * jax.random.normal(k, p["b"].shape, p["b"].dtype))
+                  for p, k in zip(params, jax.random.split(k4, len(params)))]
+    dtype = params[0]["W"].dtype
+    return params, jax.random.normal(k2, (n, widths[0]), dtype), jax.random.normal(k3, (n, widths[-1]), dtype)

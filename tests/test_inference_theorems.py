@@ -17,12 +17,13 @@ from conftest import random_net
 ACTS = ["linear", "tanh", "relu"]
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_thm31_free_output_settles_at_feedforward_pass(seed):
-    """Millidge et al. Thm 3.1: input clamped, output free -> equilibrium = feedforward pass."""
+    """Millidge et al. Thm 3.1: input clamped, output free -> equilibrium = feedforward pass,
+    from a random start, for one to four hidden layers."""
     act = ["linear", "tanh"][seed % 2]
-    params, x, _ = random_net(seed, [5, 8, 8, 3], act=act)
-    res = pclib.infer(params, x, None, act=act, steps=3000, dt=0.1, init="normal", key=jax.random.key(seed))
+    params, x, _ = random_net(seed, [5] + [8] * (1 + seed % 4) + [3], act=act)
+    res = pclib.infer(params, x, None, act=act, steps=6000, dt=0.1, init="normal", key=jax.random.key(seed))
     ff = pclib.forward(params, x, act=act)
     assert float(theory.relative_error(res.activities, ff)) < 1e-6
     assert float(res.energies[-1]) < 1e-12
@@ -224,3 +225,29 @@ def test_fig4a_relu_falls_overall_but_not_at_every_step(seed):
     assert L_t[-1] < L_t[0] and F[-1] < 0.9 * F[0]
     assert E_t[0] == 0.0 and E_t[-1] > 0.0
     assert np.diff(F).max() < 1e-2 * F[0]  # any rise is a small wobble, not divergence
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_small_output_precision_gives_backprop_errors(seed):
+    """Chapter 1, exercise 1 (Whittington & Bogacz 2017): with hidden precisions 1 and output
+    precision p -> 0, eps_l*/p -> backprop's delta_l, with an error that shrinks in proportion to p."""
+    params, x, y = random_net(seed, [6, 16, 16, 4])
+    ff = pclib.forward(params, x)
+    delta = theory.backprop_errors(params, ff, y - ff[-1])
+    gaps = []
+    for p in (1e-2, 1e-3):
+        eps = pclib.errors(params, pclib.infer(params, x, y, steps=3000, dt=0.1, precisions=jnp.array([1.0, 1.0, p])).activities)
+        gaps.append(float(theory.relative_error([e / p for e in eps[:-1]], delta[:-1])))
+    assert gaps[1] < 0.05 and 5 < gaps[0] / gaps[1] < 20, gaps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_euler_stability_threshold_is_two_over_lambda_max(seed):
+    """Chapter 1, exercise 2: Euler inference on a linear PCN converges for dt < 2/lambda_max(H)
+    and diverges above it (and pclib says so)."""
+    params, x, y = random_net(seed, [10, 20, 20, 5], act="linear")
+    lam_max = float(np.linalg.eigvalsh(np.asarray(theory.linear_activity_hessian(params))).max())
+    res = pclib.infer(params, x, y, act="linear", dt=0.9 * 2 / lam_max, steps=500)
+    assert float(res.energies[-1]) < float(res.energies[0])
+    with pytest.raises(pclib.InferenceDivergedError):
+        pclib.infer(params, x, y, act="linear", dt=1.1 * 2 / lam_max, steps=500)
