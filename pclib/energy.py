@@ -9,8 +9,9 @@ with scalar precisions $\pi_l$ (default 1), and
 
 $$\mathcal L = \frac1N \sum_{i=1}^N \frac12 \lVert y_i - \hat y_i \rVert^2 .$$
 
-Millidge et al. (2022) write $\mathcal F = \sum_l \varepsilon_l^2$ with no $\tfrac12$ and no $1/N$:
-their energies and gradients are $2N$ times ours, which rescales time but moves no equilibrium.
+Millidge et al. (2022) write $\mathcal F = \sum_l \varepsilon_l^2$ with no $\tfrac12$, summed over samples;
+their dynamics and learning rule (Eqs. 1, 2) are the derivatives of $\tfrac12\sum_l\varepsilon_l^2$,
+i.e. ours per sample, and their batch gradients are $N$ times ours. No equilibrium moves.
 
 The energy splits as $\mathcal F = \mathcal L(z) + \tilde E$ with $\mathcal L(z)$ the output
 layer's term and $\tilde E$ the hidden layers' terms (Millidge et al. 2022, Eq. 12). With the
@@ -70,7 +71,7 @@ def errors(
     return [z - mu for z, mu in zip(activities[1:], mus)]
 
 
-def layer_energies(
+def sample_layer_energies(
     params: Params,
     activities: Sequence[Array],
     *,
@@ -78,25 +79,29 @@ def layer_energies(
     out_act: Activation = "linear",
     precisions: Any = None,
 ) -> Array:
-    r"""Per-layer energies $\frac1N\sum_i \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(L,)``."""
+    r"""Every sample's energy in every layer, $\frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$: shape ``(N, L)``.
+
+    :func:`layer_energies` averages it over samples and :func:`sample_energies` sums it over layers.
+    """
     eps = errors(params, activities, act=act, out_act=out_act)
     pi = as_precisions(precisions, len(params), eps[0].dtype)
-    n = activities[0].shape[0]
-    return jnp.stack([0.5 * pi[l] * jnp.sum(e**2) / n for l, e in enumerate(eps)])
+    return 0.5 * pi * jnp.stack([jnp.sum(e**2, axis=1) for e in eps], axis=1)
 
 
-def sample_energies(
-    params: Params,
-    activities: Sequence[Array],
-    *,
-    act: Activation = "tanh",
-    out_act: Activation = "linear",
-    precisions: Any = None,
-) -> Array:
-    r"""Each sample's own energy $F_i = \sum_l \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(N,)``."""
-    eps = errors(params, activities, act=act, out_act=out_act)
-    pi = as_precisions(precisions, len(params), eps[0].dtype)
-    return sum(0.5 * pi[l] * jnp.sum(e**2, axis=1) for l, e in enumerate(eps))
+def layer_energies(params: Params, activities: Sequence[Array], **options: Any) -> Array:
+    r"""Per-layer energies $\frac1N\sum_i \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(L,)``.
+
+    Keyword options (``act``, ``out_act``, ``precisions``) as in :func:`sample_layer_energies`.
+    """
+    return jnp.mean(sample_layer_energies(params, activities, **options), axis=0)
+
+
+def sample_energies(params: Params, activities: Sequence[Array], **options: Any) -> Array:
+    r"""Each sample's own energy $F_i = \sum_l \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(N,)``.
+
+    Keyword options (``act``, ``out_act``, ``precisions``) as in :func:`sample_layer_energies`.
+    """
+    return jnp.sum(sample_layer_energies(params, activities, **options), axis=1)
 
 
 def layer_energy_trace(

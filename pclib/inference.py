@@ -7,9 +7,8 @@ $$z_{l,i} \leftarrow z_{l,i} - \mathrm{d}t\, \frac{\partial F_i}{\partial z_{l,i
  - \pi_{l+1} J_{l+1,i}^\top \varepsilon_{l+1,i}\Big),$$
 
 with $J_{l+1} = \partial \mu_{l+1} / \partial z_l$ the Jacobian of the prediction of the
-layer above. This is the forward-Euler discretisation of Millidge et al. (2022), Eq. 1 (their
-time is ours scaled by 2). Because each sample follows its own energy, the dynamics do not
-depend on the batch size. The whole loop is one compiled ``lax.scan``.
+layer above. This is the forward-Euler discretisation of Millidge et al. (2022), Eq. 1.
+Because each sample follows its own energy, the dynamics do not depend on the batch size. The whole loop is one compiled ``lax.scan``.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def layer_flow(
     $$z_l(t) = z_l^\star + e^{-A t}\,\big(z_l(0) - z_l^\star\big), \qquad z_l^\star = A^{-1} c .$$
 
     This is exact for the hidden layer of a two-layer network with both ends clamped
-    (Millidge et al. 2022, App. A.4, whose Eq. 31 has the sign of the exponent flipped).
+    (Millidge et al. 2022, App. A.4, whose Eq. 30 flips the sign of the drift, so Eq. 31 grows).
 
     Returns an array of shape ``(len(times), N, d_l)`` starting from ``activities[layer]``.
     """
