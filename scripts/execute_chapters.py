@@ -19,6 +19,8 @@ from pathlib import Path
 import jupytext
 from nbclient import NotebookClient
 
+from chapter_times_table import write as write_times_table
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,6 +50,7 @@ def main(argv: list[str]) -> None:
         times[md.stem] = {"seconds": round(seconds, 1), "machine": f"{platform.machine()}, {platform.system()}"}
         print(f"  done in {seconds:.1f} s", flush=True)
     times_file.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {write_times_table().relative_to(ROOT)}")  # the performance appendix shows it
 
 
 if __name__ == "__main__":

@@ -1,0 +1,251 @@
+"""Performance (issue 7): the cost floor, the inference loop against plain autodiff of the energy,
+compilation counts, the benchmark's smoke run, and the performance page's chapter-times table.
+
+No test asserts a wall-clock ratio: the CI machine is shared and timings are noisy; the benchmark
+(`python -m pclib.bench`) reports them.
+"""
+
+import contextlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pclib
+from pclib import bench
+from conftest import random_net
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- the floor
+def test_floor_ratios_of_the_issue():
+    """Issue 7 states the floors 5.4 (A), 10.7 (B) and 2.0 (C)."""
+    got = {k: round(bench.floor_ratio(c.widths, c.steps), 1) for k, c in bench.CONFIGS.items()}
+    assert got == {"A": 5.4, "B": 10.7, "C": 2.0}
+
+
+def test_floor_counts_by_hand():
+    """widths 3-4-5: c = (12, 20). BP = 2*32 + 20 = 84; PC with T = 2: 2*32 + 2*2*20 = 144."""
+    assert bench.layer_costs([3, 4, 5]) == [12, 20]
+    assert bench.bp_step_cost([3, 4, 5]) == 84
+    assert bench.pc_step_cost([3, 4, 5], 2) == 144
+    assert bench.floor_ratio([3, 4, 5], 2) == pytest.approx(144 / 84)
+    # one layer: no activity gradients at all, so PC costs what BP costs for any T
+    assert bench.floor_ratio([7, 2], 50) == 1.0
+
+
+def test_floor_rejects_a_single_width():
+    with pytest.raises(ValueError, match="at least an input and an output"):
+        bench.floor_ratio([5], 3)
+
+
+# ----------------------------------------------------------------------------- inference = autodiff of the energy
+def reference_infer(params, zs, free, *, act, dt, steps, precisions):
+    """Euler steps on each sample's full energy by plain autodiff, in a Python loop: the
+    definition that pclib.infer's compiled loop must reproduce."""
+    def total(free_z):
+        full = list(zs)
+        for i, z in zip(free, free_z):
+            full[i] = z
+        return jnp.sum(pclib.sample_energies(params, full, act=act, precisions=precisions))
+
+    n = zs[0].shape[0]
+    z = [zs[i] for i in free]
+    traj, energies = [list(z)], []
+    for _ in range(steps):
+        f, g = jax.value_and_grad(total)(z)
+        energies.append(f / n)
+        z = [a - dt * b for a, b in zip(z, g)]
+        traj.append(list(z))
+    energies.append(total(z) / n)
+    return z, jnp.stack(energies), traj
+
+
+CASES = [
+    (act, clamp, pi, out, [5, 7, 6, 3])
+    for act in ("linear", "tanh", "relu")
+    for clamp in (True, False)
+    for pi in (None, "random")
+    for out in ("clamped", "free")
+] + [("tanh", clamp, "random", out, [4, 3]) for clamp in (True, False) for out in ("clamped", "free")]
+
+
+@pytest.mark.parametrize("act,clamp_input,pi,out,widths", CASES)
+def test_infer_equals_autodiff_of_the_energy(act, clamp_input, pi, out, widths):
+    """float64: activities, energies and the recorded trajectory agree with plain autodiff to ~1e-12."""
+    seed = CASES.index((act, clamp_input, pi, out, widths))
+    params, x, y = random_net(seed, widths, act=act, n=6)
+    y = y if out == "clamped" else None
+    L = len(params)
+    if pi == "random":
+        pi = jax.random.uniform(jax.random.key(seed), (L,), minval=0.5, maxval=2.0)
+    free = pclib.inference.free_layers(L, clamp_input=clamp_input, clamp_output=y is not None)
+    if not free:
+        pytest.skip("nothing free to infer")
+    init = "normal" if out == "free" else "ffwd"
+    key = jax.random.key(seed + 1)
+    res = pclib.infer(params, x, y, act=act, steps=12, dt=0.05, init=init, key=key, clamp_input=clamp_input,
+                      precisions=pi, record=True, check=False)
+    zs = pclib.inference.initial_activities(params, x, y, act=act, init=init, key=key)
+    z_ref, e_ref, traj_ref = reference_infer(params, zs, free, act=act, dt=0.05, steps=12, precisions=pi)
+    for j, l in enumerate(free):
+        np.testing.assert_allclose(res.activities[l], z_ref[j], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(res.trajectory[l], jnp.stack([t[j] for t in traj_ref]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(res.energies, e_ref, rtol=1e-12, atol=1e-14)
+    for l in set(range(L + 1)) - set(free):  # clamped layers do not move
+        np.testing.assert_array_equal(res.activities[l], zs[l])
+
+
+def test_make_step_uses_inference_and_pc_grads():
+    """The compiled PC training step applies exactly pc_grads at infer's activities."""
+    params, x, y = random_net(3, [5, 7, 6, 3], n=8)
+    opt = optax.sgd(0.1)
+    step = pclib.make_step(opt, method="pc", steps=7, dt=0.1)
+    new, _, info = step(params, opt.init(params), x, y)
+    res = pclib.infer(params, x, y, steps=7, dt=0.1)
+    g = pclib.pc_grads(params, res.activities)
+    for p, q, gl in zip(params, new, g):
+        np.testing.assert_allclose(q["W"], p["W"] - 0.1 * gl["W"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(info.energies, res.energies, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- compilation counts
+@contextlib.contextmanager
+def count_compilations():
+    """Count XLA backend compilations inside the block (``jax.monitoring``'s compile event)."""
+    counter = {"n": 0}
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            counter["n"] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield counter
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("method", ["pc", "bp"])
+def test_training_step_never_recompiles_for_new_data(method):
+    """After the first call, new batches (and new parameters) of the same shapes compile nothing."""
+    params = pclib.init_mlp(jax.random.key(0), [6, 8, 8, 3], dtype=jnp.float32)
+    opt = optax.adam(1e-3)
+    state = opt.init(params)
+    step = pclib.make_step(opt, method=method, steps=5, dt=0.1)
+    batches = [(jax.random.normal(jax.random.key(i), (8, 6), jnp.float32),
+                jax.nn.one_hot(jnp.arange(8) % 3, 3, dtype=jnp.float32)) for i in range(5)]
+    params, state, _ = step(params, state, *batches[0])
+    jax.block_until_ready(params)
+    with count_compilations() as c:
+        for xb, yb in batches[1:]:
+            params, state, _ = step(params, state, xb, yb)
+        jax.block_until_ready(params)
+    assert c["n"] == 0
+    assert step._cache_size() == 1
+
+
+def test_infer_never_recompiles_for_new_data():
+    """Direct calls to infer with new data of the same shapes compile nothing after the first."""
+    params, x, y = random_net(0, [5, 7, 3], n=8)
+    pclib.infer(params, x, y, steps=5)
+    with count_compilations() as c:
+        for i in range(3):
+            k1, k2 = jax.random.split(jax.random.key(10 + i))
+            pclib.infer(params, jax.random.normal(k1, x.shape), jax.random.normal(k2, y.shape), steps=5)
+    assert c["n"] == 0
+
+
+def test_compilation_counter_counts():
+    """The counter itself sees a compilation (so the zero counts above can fail)."""
+    with count_compilations() as c:
+        jax.jit(lambda a: a * 3.0 + 1.0)(jnp.arange(7.0)).block_until_ready()
+    assert c["n"] >= 1
+
+
+# ----------------------------------------------------------------------------- the benchmark command
+def test_bench_quick_smoke(tmp_path):
+    """`python -m pclib.bench --quick` runs, writes JSON and markdown, and the PC step compiled once."""
+    report = bench.main(["--quick", "--configs", "A", "--out", str(tmp_path), "--budget", "0.1"])
+    data = json.loads((tmp_path / "bench.json").read_text())
+    md = (tmp_path / "bench.md").read_text()
+    assert data["device"] == report["device"] and data["device"] in md
+    row = data["sections"]["training_step"]["rows"][0]
+    assert row["config"] == "A" and row["pc_compilations"] == 1
+    assert row["floor"] == pytest.approx(bench.floor_ratio(bench.QUICK_CONFIGS["A"].widths, 20))
+    assert row["pc_ms"]["min"] <= row["pc_ms"]["median"] <= row["pc_ms"]["max"]
+    lin = data["sections"]["linear_equilibrium"]["rows"][0]
+    assert lin["closed_error"] <= 1e-6 and lin["infer_error"] <= 1e-6
+    assert "| A |" in md and "linear_equilibrium" in md
+
+
+def test_steps_to_accuracy_is_the_first_step_below_tol():
+    """The step count bench reports is minimal: one step fewer misses the tolerance."""
+    with jax.enable_x64(True):
+        params, x, y = pclib.random_problem(1, [6, 5, 5, 4], act="linear", n=4)
+        z_ref, lo, hi = bench._linear_reference(params, x, y)
+        np.testing.assert_allclose(z_ref, bench._hidden(pclib.theory.linear_equilibrium(params, x, y)), rtol=1e-10)
+        dt = 2.0 / (lo + hi)
+        T = bench.steps_to_accuracy(params, x, y, z_ref, dt=dt, tol=1e-6, chunk=7)
+        run = lambda k: bench._rel(bench._hidden(pclib.infer(params, x, y, act="linear", steps=k, dt=dt).activities), z_ref)
+        assert run(T) <= 1e-6 < run(T - 1)
+
+
+def test_bench_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown config"):
+        bench.training_step_item(bench.Options(quick=True, configs=("Z",)))
+    with pytest.raises(ValueError, match="unknown benchmark item"):
+        bench.run(["nope"], bench.Options(quick=True))
+
+
+def test_registry_runs_a_new_item(tmp_path):
+    """The extension point: a registered item lands in the JSON and in the markdown."""
+    @bench.register("toy_item")
+    def toy(opts):
+        return bench.Section("Toy", [{"a": 1.5}], [("a", "a value", "{:.1f}")], note="a note")
+
+    try:
+        report = bench.run(["toy_item"], bench.Options(quick=True))
+        bench.write(report, tmp_path)
+        assert json.loads((tmp_path / "bench.json").read_text())["sections"]["toy_item"]["rows"] == [{"a": 1.5}]
+        assert "| 1.5 |" in (tmp_path / "bench.md").read_text()
+    finally:
+        bench.ITEMS.pop("toy_item")
+
+
+# ----------------------------------------------------------------------------- the performance page
+def _table_script():
+    spec = importlib.util.spec_from_file_location("chapter_times_table", ROOT / "scripts" / "chapter_times_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_chapter_times_table_is_current():
+    """book/bench/chapter_times.md lists every chapter with the time in book/chapter_times.json."""
+    table = (ROOT / "book" / "bench" / "chapter_times.md").read_text()
+    times = json.loads((ROOT / "book" / "chapter_times.json").read_text())
+    fix = "run `python scripts/chapter_times_table.py` to refresh it"
+    assert table == _table_script().table(), f"book/bench/chapter_times.md is stale: {fix}"
+    rows = [line for line in table.splitlines() if re.match(r"\| ch\d", line)]
+    chapters = sorted(p.stem for p in (ROOT / "book" / "chapters").glob("ch*.md"))
+    assert [r.split("|")[1].strip() for r in rows] == chapters, fix
+    for r in rows:
+        name, seconds = r.split("|")[1].strip(), r.split("|")[2].strip()
+        expected = f"{times[name]['seconds']:.1f}" if name in times else "not yet executed"
+        assert seconds == expected, f"{name}: table says {seconds}, chapter_times.json says {expected}; {fix}"
+
+
+def test_performance_page_shows_the_committed_benchmark():
+    page = (ROOT / "book" / "performance.md").read_text()
+    data = json.loads((ROOT / "book" / "bench" / "bench.json").read_text())
+    assert not data["quick"], "the committed benchmark must be a full run, not --quick"
+    assert "bench/bench.md" in page and "bench/chapter_times.md" in page
+    assert (ROOT / "book" / "bench" / "bench.md").read_text() == bench.to_markdown(data)
