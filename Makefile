@@ -2,7 +2,7 @@
 PYTHON ?= python
 NBVAL = --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
 
-.PHONY: test pytest nbval book execute clean
+.PHONY: test pytest nbval book execute bench clean
 
 test: pytest nbval book  ## every test: library + theorems + book consistency, nbval on every chapter, strict build
 
@@ -17,6 +17,9 @@ book:  ## the HTML book in _build/html; any warning fails the build
 
 execute:  ## re-execute every chapter from its .md source and refresh the committed .ipynb outputs
 	$(PYTHON) scripts/execute_chapters.py
+
+bench:  ## time PC against backprop and write book/bench/bench.{json,md} (the performance appendix shows them)
+	$(PYTHON) -m pclib.bench --out book/bench
 
 clean:
 	rm -rf _build

@@ -91,7 +91,7 @@ def free_layers(n_layers: int, *, clamp_input: bool, clamp_output: bool) -> tupl
 
 @partial(jax.jit, static_argnames=("act", "out_act", "steps", "free", "record"))
 def _descend(params, zs, dt, pi, *, act, out_act, steps, free, record):
-    """Run ``steps`` Euler steps on the layers in ``free``; returns (activities, energies, trajectory).
+    r"""Run ``steps`` Euler steps on the layers in ``free``; returns (activities, energies, trajectory).
 
     With the input clamped, layer 1's prediction $\mu_1 = f_1(W_1 x + b_1)$ does not change during
     inference, so it is computed once, before the loop: each step then costs only the predictions

@@ -74,7 +74,8 @@ CASES = [
     for clamp in (True, False)
     for pi in (None, "random")
     for out in ("clamped", "free")
-] + [("tanh", clamp, "random", out, [4, 3]) for clamp in (True, False) for out in ("clamped", "free")]
+] + [("tanh", True, "random", "free", [4, 3]), ("tanh", False, "random", "clamped", [4, 3]),
+       ("tanh", False, "random", "free", [4, 3])]  # one layer (with both ends clamped nothing moves)
 
 
 @pytest.mark.parametrize("act,clamp_input,pi,out,widths", CASES)
@@ -87,8 +88,6 @@ def test_infer_equals_autodiff_of_the_energy(act, clamp_input, pi, out, widths):
     if pi == "random":
         pi = jax.random.uniform(jax.random.key(seed), (L,), minval=0.5, maxval=2.0)
     free = pclib.inference.free_layers(L, clamp_input=clamp_input, clamp_output=y is not None)
-    if not free:
-        pytest.skip("nothing free to infer")
     init = "normal" if out == "free" else "ffwd"
     key = jax.random.key(seed + 1)
     res = pclib.infer(params, x, y, act=act, steps=12, dt=0.05, init=init, key=key, clamp_input=clamp_input,
@@ -248,4 +247,5 @@ def test_performance_page_shows_the_committed_benchmark():
     data = json.loads((ROOT / "book" / "bench" / "bench.json").read_text())
     assert not data["quick"], "the committed benchmark must be a full run, not --quick"
     assert "bench/bench.md" in page and "bench/chapter_times.md" in page
+    assert data["device"] in page, "the page's text must name the device the committed numbers come from"
     assert (ROOT / "book" / "bench" / "bench.md").read_text() == bench.to_markdown(data)
