@@ -102,6 +102,34 @@ def test_infer_equals_autodiff_of_the_energy(act, clamp_input, pi, out, widths):
         np.testing.assert_array_equal(res.activities[l], zs[l])
 
 
+def _walk(jaxpr):
+    """Every equation of a jaxpr, descending into sub-jaxprs (scan bodies, pjit, custom rules)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for v in eqn.params.values():
+            for u in v if isinstance(v, (list, tuple)) else [v]:
+                sub = getattr(u, "jaxpr", u)
+                if hasattr(sub, "eqns"):
+                    yield from _walk(sub)
+
+
+@pytest.mark.parametrize("clamp_input", [True, False])
+def test_each_inference_step_costs_the_floor(clamp_input):
+    """The traced loop body holds 2(L-1) matrix products, none touching the input width, when the
+    input is clamped (predictions and transposed errors of layers 2..L); 2L when it is free."""
+    params, x, y = random_net(0, [9, 5, 4, 3], n=6)  # d_0 = 9 appears nowhere else
+    jp = jax.make_jaxpr(lambda p, a, b: pclib.infer(p, a, b, steps=3, clamp_input=clamp_input, check=False))(
+        params, x, y)
+    (scan,) = [e for e in _walk(jp.jaxpr) if e.primitive.name == "scan"]
+    dots = [e for e in _walk(scan.params["jaxpr"].jaxpr) if e.primitive.name == "dot_general"]
+    touches_input = [e for e in dots if any(9 in v.aval.shape for v in e.invars)]
+    L = len(params)
+    if clamp_input:
+        assert len(dots) == 2 * (L - 1) and not touches_input
+    else:
+        assert len(dots) == 2 * L and len(touches_input) == 2
+
+
 def test_make_step_uses_inference_and_pc_grads():
     """The compiled PC training step applies exactly pc_grads at infer's activities."""
     params, x, y = random_net(3, [5, 7, 6, 3], n=8)
