@@ -337,7 +337,10 @@ def steps_to_accuracy(params, x, y, z_ref: np.ndarray, *, dt: float, tol: float,
                 if _rel(np.concatenate([np.asarray(t[k]) for t in rec.trajectory[1:-1]], axis=1), z_ref) <= tol:
                     return done + k
         done += chunk
-    raise RuntimeError(f"infer did not reach relative error {tol:g} within {max_steps} steps")
+    raise RuntimeError(
+        f"infer did not reach relative error {tol:g} within {max_steps} steps of dt={dt:g}: "
+        f"raise max_steps, or use a larger dt (at most 2/(lambda_min + lambda_max) of the activity Hessian)"
+    )
 
 
 def bench_linear_equilibrium(*, width: int = 256, layers: int = 5, batch: int = 256, tol: float = 1e-6,

@@ -225,6 +225,14 @@ def test_steps_to_accuracy_is_the_first_step_below_tol():
         assert run(T) <= 1e-6 < run(T - 1)
 
 
+def test_steps_to_accuracy_says_when_it_gives_up():
+    with jax.enable_x64(True):
+        params, x, y = pclib.random_problem(1, [6, 5, 5, 4], act="linear", n=4)
+        z_ref, _, _ = bench._linear_reference(params, x, y)
+        with pytest.raises(RuntimeError, match="raise max_steps"):
+            bench.steps_to_accuracy(params, x, y, z_ref, dt=1e-3, tol=1e-6, chunk=5, max_steps=10)
+
+
 def test_bench_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown config"):
         bench.training_step_item(bench.Options(quick=True, configs=("Z",)))
