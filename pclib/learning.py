@@ -164,8 +164,9 @@ def lr_grid_search(
 
     ``optimizer(lr)`` builds the optax optimiser (default SGD). ``score="mean"`` ranks rates by the
     mean training loss over all iterations (the area under the training curve, which rewards fast
-    convergence); ``score="final"`` by the mean over the last 10% of iterations. A run whose loss
-    becomes NaN/inf, or whose PC inference diverges, scores ``inf``. Other keywords go to :func:`train`
+    convergence); ``score="final"`` by the mean over the last 10% of iterations. A run *diverged*, and
+    scores ``inf``, if its loss or weights become NaN/inf, its last loss is above 10 times its first,
+    or its PC inference diverges. Other keywords go to :func:`train`
     (``method`` included); every rate sees the same minibatches.
     """
     from .inference import InferenceDivergedError
@@ -183,7 +184,7 @@ def lr_grid_search(
         except InferenceDivergedError:
             scores[lr], histories[lr] = float("inf"), None
             continue
-        if not bool(jnp.all(jnp.isfinite(loss))) or not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p)):
+        if not bool(jnp.all(jnp.isfinite(loss))) or float(loss[-1]) > 10 * float(loss[0]) or not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p)):
             scores[lr], histories[lr] = float("inf"), None
             continue
         tail = loss[-max(1, loss.size // 10):] if score == "final" else loss

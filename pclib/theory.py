@@ -228,6 +228,7 @@ def fisher_information(
     Returns an array of shape ``(N, D, D)``, $D = d_1 + \dots + d_{L-1}$, blocks ordered by layer.
     """
     check_params(params)
+    _hidden_widths(params)
     x = jnp.asarray(x)
     check_data(params, x)
     pi = as_precisions(precisions, len(params), x.dtype)
@@ -257,6 +258,7 @@ def activity_gradient(
     Shape ``(N, D)``.
     """
     check_params(params)
+    _hidden_widths(params)
     x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
     pi = as_precisions(precisions, len(params), x.dtype)
