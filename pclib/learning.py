@@ -134,3 +134,62 @@ def train(
         if callback is not None:
             callback(it, params)
     return params, history
+
+
+# --- chapter 4: learning-rate search ---
+
+
+class LRSearch(NamedTuple):
+    """Result of :func:`lr_grid_search`: the best learning rate, every rate's score (``inf`` where
+    training diverged) and loss history (``None`` where it diverged), and the trained params at the best rate."""
+
+    best_lr: float
+    scores: dict
+    histories: dict
+    params: Params
+
+
+def lr_grid_search(
+    params: Params,
+    x: Array,
+    y: Array,
+    *,
+    lrs: Any,
+    method: str = "pc",
+    optimizer: Callable[[float], optax.GradientTransformation] = optax.sgd,
+    score: str = "mean",
+    **train_options: Any,
+) -> LRSearch:
+    r"""Train a copy of ``params`` with :func:`train` at every learning rate in ``lrs`` and pick the best.
+
+    ``optimizer(lr)`` builds the optax optimiser (default SGD). ``score="mean"`` ranks rates by the
+    mean training loss over all iterations (the area under the training curve, which rewards fast
+    convergence); ``score="final"`` by the mean over the last 10% of iterations. A run *diverged*, and
+    scores ``inf``, if its loss or weights become NaN/inf, its last loss is above 10 times its first,
+    or its PC inference diverges. Other keywords go to :func:`train`
+    (``method`` included); every rate sees the same minibatches.
+    """
+    from .inference import InferenceDivergedError
+
+    lrs = [float(lr) for lr in lrs]
+    if not lrs or min(lrs) <= 0:
+        raise ValueError(f"lrs must be a non-empty list of positive learning rates, e.g. [1e-3, 1e-2, 1e-1]; got {lrs}")
+    if score not in ("mean", "final"):
+        raise ValueError(f"unknown score {score!r}: use 'mean' (area under the loss curve) or 'final'")
+    scores, histories, trained = {}, {}, {}
+    for lr in lrs:
+        try:
+            p, hist = train(params, x, y, method=method, optimizer=optimizer(lr), **train_options)
+            loss = jnp.asarray(hist["loss"])
+        except InferenceDivergedError:
+            scores[lr], histories[lr] = float("inf"), None
+            continue
+        if not bool(jnp.all(jnp.isfinite(loss))) or float(loss[-1]) > 10 * float(loss[0]) or not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p)):
+            scores[lr], histories[lr] = float("inf"), None
+            continue
+        tail = loss[-max(1, loss.size // 10):] if score == "final" else loss
+        scores[lr], histories[lr], trained[lr] = float(jnp.mean(tail)), [float(v) for v in loss], p
+    best = min(lrs, key=lambda lr: scores[lr])
+    if scores[best] == float("inf"):
+        raise ValueError(f"training diverged at every learning rate in {lrs}; try smaller rates")
+    return LRSearch(best, scores, histories, trained[best])

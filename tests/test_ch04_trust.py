@@ -1,0 +1,255 @@
+"""Chapter 4's claims: the toy landscape, the Fisher/trust-region view of inference, the
+learning-rate search. Expected values come from closed forms (derived in the chapter and
+written independently of the iterative code), jax.hessian, or pclib.theory.linear_equilibrium."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pclib
+from pclib import landscape as ls
+from pclib import learning, theory
+from conftest import random_net
+
+
+def toy_data(seed, n=3):
+    """Random scalar data with a clear correlation a = mean(x y) (so the origin is a strict saddle)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    y = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 2.0) * x + 0.3 * rng.normal(size=n)
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+# --- the toy network f(x) = w2 w1 x -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_toy_equilibrated_energy_closed_form_matches_inference(seed):
+    x, y = toy_data(seed)
+    w = jnp.asarray(np.random.default_rng(seed + 50).uniform(-2, 2, size=2))
+    dt = 0.5 / (1 + float(w[1]) ** 2)
+    iterative = ls.toy_energy_after(w, x, y, steps=3000, dt=dt)
+    closed = ls.toy_equilibrated_energy(w, x, y)
+    assert abs(float(iterative - closed)) < 1e-10 * max(1.0, float(closed))
+    # and the same value from the general linear closed form of chapter 1
+    params = ls.toy_params(w[0], w[1])
+    star = theory.linear_equilibrium(params, x[:, None], y[:, None])
+    assert abs(float(pclib.energy(params, star, act="linear") - closed)) < 1e-12
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_toy_energy_starts_at_loss_and_flattens_with_inference(seed):
+    x, y = toy_data(seed)
+    w1s, w2s = jnp.linspace(-2, 2, 9), jnp.linspace(-2, 2, 7)
+    L = ls.loss_grid(x, y, w1s, w2s)
+    W1, W2 = np.meshgrid(np.asarray(w1s), np.asarray(w2s))
+    assert np.allclose(L, 0.5 * np.mean((np.asarray(y) - (W1 * W2)[..., None] * np.asarray(x)) ** 2, -1), atol=1e-12)
+    grids = [ls.energy_grid(x, y, w1s, w2s, steps=k, dt=0.1) for k in (0, 1, 5, 20, 100)]
+    Fstar = ls.energy_grid(x, y, w1s, w2s)
+    assert np.allclose(grids[0], L, atol=1e-12)
+    for a, b in zip(grids, grids[1:]):
+        assert np.all(np.asarray(b) <= np.asarray(a) + 1e-12)  # pointwise non-increasing in inference time
+    assert np.all(np.asarray(grids[-1]) >= np.asarray(Fstar) - 1e-12)
+    assert np.allclose(Fstar, L / (1 + W2**2), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pc_weight_gradient_at_equilibrium_is_gradient_of_F_star(seed):
+    """Envelope theorem: dF/dw at the equilibrium activities = the gradient of the closed-form F*."""
+    x, y = toy_data(seed)
+    w = jnp.asarray(np.random.default_rng(seed + 7).uniform(-1.5, 1.5, size=2))
+    params = ls.toy_params(w[0], w[1])
+    star = theory.linear_equilibrium(params, x[:, None], y[:, None])
+    g_pc = pclib.pc_grads(params, star, act="linear")
+    g_closed = jax.grad(ls.toy_equilibrated_energy)(w, x, y)
+    assert np.allclose([g_pc[0]["W"][0, 0], g_pc[1]["W"][0, 0]], g_closed, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_saddle_hessians_and_curvatures(seed):
+    """At the origin: H_L = [[0, -a], [-a, 0]], H_F* = [[0, -a], [-a, -b]] with a = mean(xy), b = mean(y^2);
+    F*'s escape curvature is more negative and its trap curvature flatter than L's."""
+    x, y = toy_data(seed)
+    a, b = float(jnp.mean(x * y)), float(jnp.mean(y**2))
+    HL = jax.hessian(ls.toy_loss)(jnp.zeros(2), x, y)
+    HF = jax.hessian(ls.toy_equilibrated_energy)(jnp.zeros(2), x, y)
+    assert np.allclose(HL, [[0, -a], [-a, 0]], atol=1e-12)
+    assert np.allclose(HF, [[0, -a], [-a, -b]], atol=1e-12)
+    lL, lF = np.linalg.eigvalsh(HL), np.linalg.eigvalsh(HF)
+    assert np.allclose(lF, [-(b + np.hypot(b, 2 * a)) / 2, (np.hypot(b, 2 * a) - b) / 2], atol=1e-12)
+    assert lF[0] < lL[0] < 0 < lF[1] < lL[1]
+    assert np.allclose(jax.grad(ls.toy_loss)(jnp.zeros(2), x, y), 0) and np.allclose(jax.grad(ls.toy_equilibrated_energy)(jnp.zeros(2), x, y), 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pc_escapes_saddle_first_from_small_inits(seed):
+    """From 200 random starts at radius 1e-3, GD on F* leaves the ball of radius 0.5 first in >= 99% of them,
+    and the median step counts are near the linearised prediction log(R/r) / log(1 + lr |lambda_min|)."""
+    x, y = toy_data(seed)
+    rng = np.random.default_rng(seed)
+    ang = rng.uniform(0, 2 * np.pi, 200)
+    inits = 1e-3 * np.stack([np.cos(ang), np.sin(ang)], 1)
+    lr = 0.1
+    s_L = ls.escape_steps(lambda w: ls.toy_loss(w, x, y), inits, lr=lr, radius=0.5, max_steps=4000)
+    s_F = ls.escape_steps(lambda w: ls.toy_equilibrated_energy(w, x, y), inits, lr=lr, radius=0.5, max_steps=4000)
+    assert s_L.max() <= 4000 and s_F.max() <= 4000
+    assert np.mean(s_F < s_L) >= 0.99
+    wider = 1e-2 * np.stack([np.cos(ang), np.sin(ang)], 1)  # the chapter's printed case: r = 0.01, >= 90%
+    s_L2 = ls.escape_steps(lambda w: ls.toy_loss(w, x, y), wider, lr=lr, radius=0.5, max_steps=4000)
+    s_F2 = ls.escape_steps(lambda w: ls.toy_equilibrated_energy(w, x, y), wider, lr=lr, radius=0.5, max_steps=4000)
+    assert np.mean(s_F2 < s_L2) >= 0.9
+    a, b = abs(float(jnp.mean(x * y))), float(jnp.mean(y**2))
+    rate_L, rate_F = np.log(1 + lr * a), np.log(1 + lr * (b + np.hypot(b, 2 * a)) / 2)
+    assert np.median(s_F) / np.median(s_L) < 1.0
+    assert np.median(s_F) / np.median(s_L) == pytest.approx(rate_L / rate_F, rel=0.35)
+
+
+def test_gd_path_and_grids_agree_with_autodiff():
+    x, y = toy_data(0)
+    fn = lambda w: ls.toy_equilibrated_energy(w, x, y)
+    path = ls.gd_path(fn, jnp.array([0.3, -0.2]), lr=0.05, steps=3)
+    w = jnp.array([0.3, -0.2])
+    for k in range(3):
+        w = w - 0.05 * jax.grad(fn)(w)
+        assert np.allclose(path[k + 1], w, atol=1e-14)
+    w1s, w2s = jnp.array([-1.0, 0.5]), jnp.array([0.2, 0.7, 1.1])
+    G = ls.gradient_grid(fn, w1s, w2s)
+    assert G.shape == (3, 2, 2)
+    assert np.allclose(G[2, 0], jax.grad(fn)(jnp.array([-1.0, 1.1])), atol=1e-14)
+
+
+# --- Fisher information and the trust-region step -----------------------------------------------
+
+
+@pytest.mark.parametrize("seed,act", [(s, a) for s in range(3) for a in ("linear", "tanh", "relu")])
+def test_fisher_equals_energy_hessian_at_feedforward_values(seed, act):
+    """With a linear output layer, I(z_hat) = the Hessian of a sample's energy in the hidden activities."""
+    params, x, y = random_net(seed, [3, 5, 4, 2], act=act, n=4)
+    I = theory.fisher_information(params, x, act=act)
+    ff = pclib.forward(params, x, act=act)
+    for i in range(2):
+        def F1(flat):
+            return pclib.energy(params, [x[i:i + 1], flat[None, :5], flat[None, 5:], y[i:i + 1]], act=act)
+
+        H = jax.hessian(F1)(jnp.concatenate([ff[1][i], ff[2][i]]))
+        assert np.allclose(H, I[i], atol=1e-10)
+    assert np.allclose(I, np.swapaxes(I, 1, 2)) and np.linalg.eigvalsh(np.asarray(I)).min() > 0  # positive definite
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fisher_is_gauss_newton_not_hessian_with_nonlinear_output(seed):
+    """With a tanh output, the Hessian at z_hat has an extra term weighted by the output error; it vanishes
+    when y = y_hat, where I equals the Hessian again."""
+    params, x, _ = random_net(seed, [3, 4, 2], act="tanh", n=2)
+    I = theory.fisher_information(params, x, act="tanh", out_act="tanh")
+    ff = pclib.forward(params, x, act="tanh", out_act="tanh")
+
+    def hess(y_i):
+        return jax.hessian(lambda z: pclib.energy(params, [x[:1], z[None], y_i[None]], act="tanh", out_act="tanh"))(ff[1][0])
+
+    assert np.allclose(hess(ff[2][0]), I[0], atol=1e-10)
+    assert np.abs(hess(ff[2][0] + 1.0) - I[0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_natural_gradient_step_is_exact_for_linear_nets(seed):
+    params, x, y = random_net(seed, [4, 6, 5, 3], act="linear")
+    dz = theory.natural_gradient_step(params, x, y, act="linear")
+    star = theory.linear_equilibrium(params, x, y)
+    ff = pclib.forward(params, x, act="linear")
+    assert float(theory.relative_error(dz, [s - f for s, f in zip(star[1:-1], ff[1:-1])])) < 1e-9
+    # the quadratic model's minimum is F*, and BP + TR is the PC gradient at equilibrium
+    assert abs(float(theory.trust_region_energy(params, x, y, act="linear") - pclib.energy(params, star, act="linear"))) < 1e-10
+    d = theory.trust_region_decomposition(params, x, y, act="linear")
+    assert float(theory.relative_error(d["approx"], pclib.pc_grads(params, star, act="linear"))) < 1e-9
+    assert float(theory.relative_error(d["bp"], pclib.bp_grads(params, x, y, act="linear"))) < 1e-12
+
+
+def _nonlinear_errors(seed, s):
+    """Relative errors of the natural-gradient step and of BP + TR against iterative inference, for a tanh
+    net whose targets sit at distance s from its outputs."""
+    params, x, _ = random_net(seed, [4, 8, 8, 3], act="tanh", n=8)
+    ff = pclib.forward(params, x)
+    u = jax.random.normal(jax.random.key(seed + 100), ff[-1].shape)
+    y = ff[-1] + s * u / jnp.linalg.norm(u, axis=1, keepdims=True)
+    res = pclib.infer(params, x, y, steps=1500, dt=0.2)
+    dz = theory.natural_gradient_step(params, x, y)
+    d = theory.trust_region_decomposition(params, x, y)
+    pc = pclib.pc_grads(params, res.activities)
+    return (float(theory.relative_error(dz, [z - f for z, f in zip(res.activities[1:-1], ff[1:-1])])),
+            float(theory.relative_error(d["approx"], pc)), float(theory.tree_cosine(d["approx"], pc)),
+            float(theory.tree_cosine(d["bp"], pc)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_natural_gradient_error_is_first_order_in_output_error(seed):
+    small, smaller = _nonlinear_errors(seed, 1e-2), _nonlinear_errors(seed, 1e-3)
+    assert small[0] < 1e-2 and small[1] < 1e-2  # the chapter's printed tolerance
+    slope_nat = np.log10(small[0] / smaller[0])
+    slope_tr = np.log10(small[1] / smaller[1])
+    assert 0.9 < slope_nat < 1.1 and 0.8 < slope_tr < 1.2
+    large = _nonlinear_errors(seed, 1.0)
+    assert large[0] > 5 * small[0]  # it does degrade as the output error grows
+    assert large[2] > large[3]  # BP + TR points closer to the PC gradient than BP alone
+
+
+# --- learning-rate search ------------------------------------------------------------------------
+
+
+def test_lr_grid_search_picks_the_lowest_mean_loss_and_flags_divergence():
+    params, x, y = random_net(0, [3, 6, 2], act="tanh", n=64)
+    lrs = [0.01, 0.1, 1e3]
+    res = learning.lr_grid_search(params, x, y, lrs=lrs, method="bp", epochs=3, batch_size=16, progress=False)
+    assert res.scores[1e3] == float("inf") and res.histories[1e3] is None
+    for lr in lrs[:2]:
+        _, hist = pclib.train(params, x, y, method="bp", optimizer=optax.sgd(lr), epochs=3, batch_size=16, progress=False)
+        assert res.scores[lr] == pytest.approx(np.mean(hist["loss"]), rel=1e-12)
+    assert res.best_lr == min(lrs[:2], key=lambda lr: res.scores[lr])
+    final = learning.lr_grid_search(params, x, y, lrs=lrs[:2], method="pc", score="final", epochs=3, batch_size=16,
+                                    steps=10, dt=0.1, progress=False)
+    assert final.scores[final.best_lr] == pytest.approx(np.mean(final.histories[final.best_lr][-1:]), rel=1e-12)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def test_bad_input_errors_name_the_fix():
+    params, x, y = random_net(0, [3, 2], act="tanh")
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        theory.fisher_information(params, x)
+    with pytest.raises(ValueError, match="same number"):
+        ls.toy_loss(jnp.zeros(2), jnp.ones(3), jnp.ones(2))
+    with pytest.raises(ValueError, match="1-D arrays"):
+        ls.loss_grid(jnp.ones(1), jnp.ones(1), jnp.ones((2, 2)), jnp.ones(3))
+    with pytest.raises(ValueError, match="lr > 0"):
+        ls.gd_path(lambda w: jnp.sum(w**2), jnp.zeros(2), lr=-1.0, steps=3)
+    with pytest.raises(ValueError, match="shape"):
+        ls.escape_steps(lambda w: jnp.sum(w**2), jnp.zeros(2), lr=0.1, radius=1.0, max_steps=3)
+    with pytest.raises(ValueError, match="positive learning rates"):
+        learning.lr_grid_search(params, x, y, lrs=[])
+    with pytest.raises(ValueError, match="unknown score"):
+        learning.lr_grid_search(params, x, y, lrs=[0.1], score="best")
+    with pytest.raises(ValueError, match="diverged at every learning rate"):
+        learning.lr_grid_search(params, x, y, lrs=[1e6], method="bp", epochs=2, batch_size=16, progress=False)
+
+
+# --- deep networks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_pc_tolerates_larger_learning_rates_in_deep_nets(seed):
+    """10-layer tanh nets on the digits data: PC's best SGD learning rate on a shared grid is at least
+    4x backprop's, and BP diverges at a rate where PC still trains (chapter 4, deep-network section)."""
+    ds = pclib.data.get("digits", seed=seed)
+    x, y = np.asarray(ds.x_train[:256], np.float32), np.asarray(ds.y_train[:256], np.float32)
+    params = pclib.init_mlp(jax.random.key(seed), [64] + [32] * 9 + [10], dtype=jnp.float32)
+    lrs = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    opts = dict(epochs=5, batch_size=64, seed=seed, progress=False)
+    bp = learning.lr_grid_search(params, x, y, lrs=lrs, method="bp", **opts)
+    pc = learning.lr_grid_search(params, x, y, lrs=lrs, method="pc", steps=50, dt=0.2, **opts)
+    assert pc.best_lr >= 4 * bp.best_lr
+    # at the best rates the curves are close: no clear winner per iteration (mean losses within 15%)
+    assert 0.85 < pc.scores[pc.best_lr] / bp.scores[bp.best_lr] < 1.15
+    assert any(bp.scores[lr] == float("inf") and np.isfinite(pc.scores[lr]) for lr in lrs)
