@@ -20,7 +20,9 @@ What it does, and why each step is there:
    error, or any printed check ending in ": False", fails the run.
 
 Network: pip installs pclib's dependencies from PyPI (jax, optax, matplotlib, ...), which takes a few
-minutes. The environment is kept in _build/colab-venv between runs; pass --fresh to rebuild it.
+minutes. The environment (_build/colab-venv) is made anew for every run, so the first chapter's install
+cell installs every dependency; later chapters of the same run find them installed (pclib itself is
+uninstalled after each chapter). Pass --reuse to keep the previous run's environment (faster, weaker).
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ def run(cmd: list[str], **kw) -> None:
     subprocess.run(cmd, check=True, **kw)
 
 
-def make_venv(fresh: bool) -> Path:
+def make_venv(reuse: bool) -> Path:
     python = VENV / "bin" / "python"
-    if fresh and VENV.exists():
+    if not reuse and VENV.exists():
         shutil.rmtree(VENV)
     if not python.exists():
         run([sys.executable, "-m", "venv", str(VENV)])
@@ -128,7 +130,7 @@ def check_outputs(nb) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pattern", nargs="?", default="", help="only chapters whose file name contains this")
-    ap.add_argument("--fresh", action="store_true", help="rebuild the environment from scratch")
+    ap.add_argument("--reuse", action="store_true", help="keep the previous run's environment (faster, weaker)")
     args = ap.parse_args(argv)
 
     import jupytext
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if not chapters:
         raise SystemExit(f"no chapter matches {args.pattern!r}")
     t0 = time.perf_counter()
-    python = make_venv(args.fresh)
+    python = make_venv(args.reuse)
     prefix = subprocess.run([str(python), "-c", "import sys; print(sys.prefix)"], check=True,
                             capture_output=True, text=True).stdout.strip()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
