@@ -118,3 +118,11 @@ def test_requirements_pin_the_browser_client():
     assert re.search(r"^playwright==\d+\.\d+\.\d+$", reqs, re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "chromium" in ci and "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1" in ci and "playwright install" not in ci
+
+
+def test_ci_runs_the_browser_test():
+    make = (ROOT / "Makefile").read_text()
+    test_deps = re.search(r"^test:([^#\n]*)", make, re.M).group(1).split()
+    assert "browser" in test_deps and test_deps.index("browser") > test_deps.index("book")
+    assert re.search(r"^browser: book\b.*\n\t.*pytest browser_tests", make, re.M)
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
