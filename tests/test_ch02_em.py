@@ -259,6 +259,7 @@ def test_pc_training_misses_bp_optimum_on_bottleneck():
     best = _reduced_rank_loss(x, y, 1)
     _, (loss, _) = _pc_full_batch(params, x, y, 20000)
     assert float(loss[-1]) - best > 1e-2
+    assert float(jnp.min(loss)) - best < 5e-3  # it passes close to the optimum on the way, then leaves
 
     def bp(p, _):
         return jax.tree_util.tree_map(lambda a, b: a - 0.05 * b, p, pclib.bp_grads(p, x, y, act="linear")), None
