@@ -205,7 +205,7 @@ def loss_descent_rate(
     out_act: Activation = "linear",
     precisions: Any = None,
 ) -> Array:
-    r"""$-\mathrm d\mathcal L/\mathrm dt$ under the inference flow $\dot z = -\nabla_z \mathcal F$, per sample summed:
+    r"""$-\mathrm d\mathcal L_i/\mathrm dt$ for each sample $i$ under its inference flow $\dot z = -\nabla_z F_i$:
 
     $$-\frac{\mathrm d\mathcal L}{\mathrm dt} = \nabla_z\mathcal L^\top\nabla_z\mathcal F
     = \lVert\nabla_z\mathcal L\rVert^2 + \nabla_z\mathcal L^\top\nabla_z\tilde E .$$
@@ -213,7 +213,8 @@ def loss_descent_rate(
     It is positive (the loss falls) exactly when the *energy gradient bound*
     $-\nabla_z\mathcal L^\top\nabla_z\tilde E < \lVert\nabla_z\mathcal L\rVert^2$ of
     Millidge et al. (2022, Eq. 47) holds. Shape ``(N,)``: one value per sample, since each sample
-    follows its own flow; :math:`\mathcal L = \frac1N\sum_i \mathcal L_i` falls at rate ``mean``.
+    follows its own flow; the batch loss $\mathcal L = \frac1N\sum_i \mathcal L_i$ falls at the mean rate.
+    At the feedforward pass $\nabla_z\tilde E = 0$ and the rate is $\lVert\nabla_z\mathcal L\rVert^2 \ge 0$.
     """
     from .energy import energy_gradient_split
 
