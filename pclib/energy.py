@@ -154,3 +154,41 @@ def mse_loss(
     check_data(params, x, y)
     y_hat = forward(params, x, act=act, out_act=out_act)[-1]
     return 0.5 * jnp.sum((jnp.asarray(y) - y_hat) ** 2) / y_hat.shape[0]
+
+
+# --- chapter 2: EM view ---
+
+
+def energy_gradient_split(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> tuple[list[Array], list[Array]]:
+    r"""The activity gradients of the two parts of $\mathcal F = \mathcal L(z) + \tilde E$ (Eq. 12 of
+    Millidge et al. 2022), in the hidden layers $z_1, \dots, z_{L-1}$.
+
+    Gradients are of the summed per-sample energies $\sum_i$ (not the batch mean), so that row $i$ is
+    sample $i$'s own gradient, the force that :func:`pclib.infer` applies to it. Because
+    $\mathcal L(z)$ is the output layer's term, $\partial\mathcal L/\partial z_l = 0$ for $l < L-1$.
+
+    Returns ``(grad_L, grad_E)``, two lists of ``L - 1`` arrays shaped like ``activities[1:-1]``.
+    """
+    check_params(params)
+    _check_activities(params, activities)
+    if len(params) < 2:
+        raise ValueError("energy_gradient_split needs at least one hidden layer (a network with >= 2 layers)")
+    n = jnp.shape(activities[0])[0]
+    ends = (activities[0], activities[-1])
+
+    def parts(hidden):
+        full = [ends[0], *hidden, ends[1]]
+        out, res = energy_decomposition(params, full, act=act, out_act=out_act, precisions=precisions)
+        return n * out, n * res
+
+    hidden = list(activities[1:-1])
+    grad_L = jax.grad(lambda h: parts(h)[0])(hidden)
+    grad_E = jax.grad(lambda h: parts(h)[1])(hidden)
+    return grad_L, grad_E

@@ -193,3 +193,106 @@ def lr_grid_search(
     if scores[best] == float("inf"):
         raise ValueError(f"training diverged at every learning rate in {lrs}; try smaller rates")
     return LRSearch(best, scores, histories, trained[best])
+
+
+# --- chapter 2: EM view ---
+
+
+def update_cosine(a: Params, b: Params, *, per_layer: bool = False) -> Array:
+    r"""Cosine similarity $\langle a, b\rangle / (\lVert a\rVert\,\lVert b\rVert)$ between two weight updates.
+
+    ``a`` and ``b`` are pytrees like ``params`` (e.g. :func:`pc_grads` and :func:`bp_grads`). With
+    ``per_layer=True``, one cosine per layer dict (its ``W`` and ``b`` together), shape ``(L,)``;
+    otherwise one over all parameters, as in Fig. 4C of Millidge et al. (2022).
+
+    Raises ``ValueError`` for pytrees of different structure or a zero update (cosine undefined).
+    """
+    if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b):
+        raise ValueError("update_cosine needs two updates with the same structure (both shaped like params)")
+
+    def cos(u, v):
+        lu, lv = jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(v)
+        dot = sum(jnp.sum(p * q) for p, q in zip(lu, lv))
+        nu = jnp.sqrt(sum(jnp.sum(p**2) for p in lu))
+        nv = jnp.sqrt(sum(jnp.sum(q**2) for q in lv))
+        if not isinstance(nu, jax.core.Tracer) and (float(nu) == 0.0 or float(nv) == 0.0):
+            raise ValueError("update_cosine is undefined for a zero update; check that the gradients are non-zero")
+        return dot / (nu * nv)
+
+    if per_layer:
+        return jnp.stack([cos(u, v) for u, v in zip(a, b)])
+    return cos(a, b)
+
+
+def _cosine_traced(a: Params, b: Params) -> tuple[Array, Array]:
+    """(overall cosine, per-layer cosines) without the concrete zero check, for use inside ``jit``."""
+
+    def cos(u, v):
+        lu, lv = jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(v)
+        dot = sum(jnp.sum(p * q) for p, q in zip(lu, lv))
+        return dot / jnp.sqrt(sum(jnp.sum(p**2) for p in lu) * sum(jnp.sum(q**2) for q in lv))
+
+    return cos(a, b), jnp.stack([cos(u, v) for u, v in zip(a, b)])
+
+
+def train_compare(
+    params: Params,
+    x: Array,
+    y: Array,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    epochs: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    steps: int = 20,
+    dt: float = 0.1,
+    precisions: Any = None,
+    progress: bool = True,
+) -> tuple[Params, dict]:
+    r"""Train with PC and record, at every iteration, how PC's update compares with backprop's.
+
+    At each minibatch, with the current weights, this computes PC's gradient (``steps`` inference
+    steps from the feedforward pass, then :func:`pc_grads`) and backprop's gradient (:func:`bp_grads`)
+    and applies PC's through ``optimizer``. The cosine compares the raw gradients, before the
+    optimiser (Millidge et al. 2022, Fig. 4C).
+
+    Returns the trained parameters and a history dict of NumPy arrays, one entry per iteration:
+    ``"loss"`` (batch loss before the update), ``"cosine"`` (over all parameters),
+    ``"cosine_layers"`` (shape ``(iterations, L)``), ``"pc_norm"`` and ``"bp_norm"`` (gradient norms).
+    """
+    import numpy as np
+
+    check_params(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(params, x, y)
+    if not 1 <= batch_size <= x.shape[0]:
+        raise ValueError(f"batch_size must be between 1 and the number of samples {x.shape[0]}; got {batch_size}")
+    optimizer = optimizer if optimizer is not None else optax.sgd(0.1)
+
+    @jax.jit
+    def step(params, opt_state, xb, yb):
+        loss = mse_loss(params, xb, yb, act=act, out_act=out_act)
+        pi = as_precisions(precisions, len(params), xb.dtype)
+        res = infer(params, xb, yb, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
+        g_pc = pc_grads(params, res.activities, act=act, out_act=out_act, precisions=pi)
+        g_bp = bp_grads(params, xb, yb, act=act, out_act=out_act)
+        c, c_layers = _cosine_traced(g_pc, g_bp)
+        norm = lambda g: jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(g)))
+        updates, opt_state = optimizer.update(g_pc, opt_state, params)
+        info = (loss, c, c_layers, norm(g_pc), norm(g_bp), res.energies)
+        return optax.apply_updates(params, updates), opt_state, info
+
+    opt_state = optimizer.init(params)
+    rows = []
+    n_batches = epochs * (x.shape[0] // batch_size)
+    epochs_of_batches = (batches(x, y, batch_size=batch_size, seed=seed * 1_000_003 + e) for e in range(epochs))
+    stream = (b for epoch in epochs_of_batches for b in epoch)
+    for xb, yb in tqdm(stream, total=n_batches, desc="PC vs BP", disable=not progress):
+        params, opt_state, info = step(params, opt_state, xb, yb)
+        check_energies(info[-1], dt=dt, steps=steps)
+        rows.append(info[:-1])
+    keys = ("loss", "cosine", "cosine_layers", "pc_norm", "bp_norm")
+    history = {k: np.asarray([r[i] for r in rows], dtype=np.float64) for i, k in enumerate(keys)}
+    return params, history

@@ -352,3 +352,80 @@ def tree_cosine(a: Any, b: Any) -> Array:
     na = jnp.sqrt(sum(jnp.sum(u**2) for u in la))
     nb = jnp.sqrt(sum(jnp.sum(v**2) for v in lb))
     return dot / (na * nb)
+
+
+# --- chapter 2: EM view ---
+
+
+def _tree_dot(a: Any, b: Any) -> Array:
+    return sum(jnp.sum(u * v) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def marginal_residual(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> Array:
+    r"""How far the activities are from the marginal condition (Millidge et al. 2022, Lemma 3.1):
+
+    $$r = \frac{\lVert \nabla_z \mathcal L + \nabla_z \tilde E \rVert}{\lVert \nabla_z \mathcal L \rVert},$$
+
+    over all hidden layers and samples. At an inference equilibrium $\nabla_z \mathcal F = 0$, so
+    $r = 0$: every decrease of $\mathcal L$ would cost exactly as much $\tilde E$. $r = 1$ at the
+    feedforward pass, where $\nabla_z\tilde E = 0$.
+
+    Raises ``ValueError`` if $\nabla_z\mathcal L = 0$ (the output already fits its target), where
+    the ratio is undefined.
+    """
+    from .energy import energy_gradient_split
+
+    gL, gE = energy_gradient_split(params, activities, act=act, out_act=out_act, precisions=precisions)
+    num = jnp.sqrt(sum(jnp.sum((a + b) ** 2) for a, b in zip(gL, gE)))
+    den = jnp.sqrt(_tree_dot(gL, gL))
+    if not isinstance(den, jax.core.Tracer) and float(den) == 0.0:
+        raise ValueError(
+            "marginal_residual is undefined where dL/dz = 0 (the output already matches its target, or "
+            "the output layer ignores z_{L-1}); measure the raw force with pclib.energy_gradient_split"
+        )
+    return num / den
+
+
+def loss_descent_rate(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> Array:
+    r"""$-\mathrm d\mathcal L_i/\mathrm dt$ for each sample $i$ under its inference flow $\dot z = -\nabla_z F_i$:
+
+    $$-\frac{\mathrm d\mathcal L}{\mathrm dt} = \nabla_z\mathcal L^\top\nabla_z\mathcal F
+    = \lVert\nabla_z\mathcal L\rVert^2 + \nabla_z\mathcal L^\top\nabla_z\tilde E .$$
+
+    It is positive (the loss falls) exactly when the *energy gradient bound*
+    $-\nabla_z\mathcal L^\top\nabla_z\tilde E < \lVert\nabla_z\mathcal L\rVert^2$ of
+    Millidge et al. (2022, Eq. 47) holds. Shape ``(N,)``: one value per sample, since each sample
+    follows its own flow; the batch loss $\mathcal L = \frac1N\sum_i \mathcal L_i$ falls at the mean rate.
+    At the feedforward pass $\nabla_z\tilde E = 0$ and the rate is $\lVert\nabla_z\mathcal L\rVert^2 \ge 0$.
+    """
+    from .energy import energy_gradient_split
+
+    gL, gE = energy_gradient_split(params, activities, act=act, out_act=out_act, precisions=precisions)
+    return sum(jnp.sum(a * (a + b), axis=1) for a, b in zip(gL, gE))
+
+
+def linear_equilibrated_energy(params: Params, x: Array, y: Array, *, precisions: Any = None) -> Array:
+    r"""$\mathcal F^*(\theta) = \min_z \mathcal F(z;\theta)$ for a *linear* PCN, via :func:`linear_equilibrium`.
+
+    Differentiable in ``params``: by the envelope theorem (chapter 2),
+    $\nabla_\theta\mathcal F^* = \partial_\theta\mathcal F(z^*;\theta)$, PC's weight gradient at the
+    exact equilibrium. $\mathcal F^* \le \mathcal L(\theta)$, the feedforward loss.
+    """
+    from .energy import energy
+
+    z = linear_equilibrium(params, x, y, precisions=precisions)
+    return energy(params, z, act="linear", out_act="linear", precisions=precisions)

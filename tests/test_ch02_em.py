@@ -1,0 +1,357 @@
+"""Chapter 2 (the EM view): energy decomposition, marginal condition, energy gradient bound,
+PC learning as gradient descent on the equilibrated energy, and PC-vs-BP update similarity."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pclib
+from pclib import learning, theory
+from pclib.energy import energy_gradient_split
+from conftest import random_net
+
+
+def loss_trace(params, x, y, *, act="linear", dt, steps, init="ffwd", key=None, precisions=None):
+    """L(z) at every step, from the recorded trajectory, by an explicit formula (linear output layer)."""
+    res = pclib.infer(params, x, y, act=act, steps=steps, dt=dt, init=init, key=key, record=True,
+                      precisions=precisions, check=False)
+    pi_L = 1.0 if precisions is None else float(precisions[-1])
+    W, b = np.asarray(params[-1]["W"]), np.asarray(params[-1]["b"])
+    r = np.asarray(y) - (np.asarray(res.trajectory[-2]) @ W.T + b)
+    return 0.5 * pi_L * np.sum(r**2, axis=(1, 2)) / r.shape[1]
+
+
+def lam_max(params, precisions=None):
+    return float(np.linalg.eigvalsh(np.asarray(theory.linear_activity_hessian(params, precisions=precisions)))[-1])
+
+
+# ---------------------------------------------------------------- decomposition and gradients
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradient_split_matches_explicit_formulas(seed):
+    """grad_L lives only in z_{L-1} and equals -pi_L J_L^T eps_L; grad_L + grad_E is the inference force."""
+    act = ["tanh", "relu", "linear", "tanh"][seed]
+    params, x, y = random_net(seed, [5, 7, 6, 8, 3], act=act)
+    pi = jnp.array([0.5, 1.0, 2.0, 1.5])
+    zs = pclib.infer(params, x, y, act=act, steps=7, dt=0.1, precisions=pi).activities
+    gL, gE = energy_gradient_split(params, zs, act=act, precisions=pi)
+    eps = pclib.errors(params, zs, act=act)
+    W = params[-1]["W"]
+    np.testing.assert_allclose(gL[-1], -pi[-1] * eps[-1] @ W, rtol=1e-10, atol=1e-13)  # linear output layer
+    for g in gL[:-1]:
+        assert float(jnp.abs(g).max()) == 0.0
+    total = jax.grad(lambda h: jnp.sum(pclib.sample_energies(params, [x, *h, y], act=act, precisions=pi)))(zs[1:-1])
+    for a, b, t in zip(gL, gE, total):
+        np.testing.assert_allclose(a + b, t, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_equilibrated_energy_below_loss_and_zero_at_fit(seed):
+    params, x, y = random_net(seed, [5] + [8] * (1 + seed % 3) + [3], act="linear")
+    f_star = float(theory.linear_equilibrated_energy(params, x, y))
+    assert 0 <= f_star <= float(pclib.mse_loss(params, x, y, act="linear"))
+    # independent: iterative inference from the feedforward pass ends at (or just above) F*
+    res = pclib.infer(params, x, y, act="linear", steps=4000, dt=0.1)
+    assert abs(float(res.energies[-1]) - f_star) < 1e-8 * max(f_star, 1.0)
+    y_fit = pclib.predict(params, x, act="linear")
+    assert float(theory.linear_equilibrated_energy(params, x, y_fit)) < 1e-20
+
+
+def test_zero_energy_means_feedforward_pass_and_zero_loss():
+    """Prop. 3.1 and its strengthening: F(z) = 0 only at the feedforward pass with y = its output."""
+    params, x, _ = random_net(1, [4, 6, 5, 3])
+    zs = pclib.forward(params, x)
+    assert float(pclib.energy(params, zs)) == 0.0
+    assert float(pclib.mse_loss(params, x, zs[-1])) == 0.0
+    zs[1] = zs[1] + 1e-3  # any move of a hidden layer gives positive energy
+    assert float(pclib.energy(params, zs)) > 0
+
+
+# ---------------------------------------------------------------- EM monotonicity
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_em_never_raises_equilibrated_energy(seed):
+    params, x, y = random_net(seed, [6] + [10] * (1 + seed % 3) + [3], act="linear")
+    f = []
+    for _ in range(60):
+        z = theory.linear_equilibrium(params, x, y)
+        f.append(float(pclib.energy(params, z, act="linear")))
+        g = pclib.pc_grads(params, z, act="linear")
+        params = jax.tree_util.tree_map(lambda a, b: a - 0.05 * b, params, g)
+    assert np.all(np.diff(f) <= 1e-12)
+    assert f[-1] < f[0]
+
+
+# ---------------------------------------------------------------- marginal condition
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_marginal_residual_one_at_feedforward_zero_at_equilibrium(seed):
+    params, x, y = random_net(seed, [6, 9, 8, 4], act="linear")
+    ff = pclib.forward(params, x, act="linear")
+    ff[-1] = y
+    assert abs(float(theory.marginal_residual(params, ff, act="linear")) - 1.0) < 1e-12
+    star = theory.linear_equilibrium(params, x, y)
+    assert float(theory.marginal_residual(params, star, act="linear")) < 1e-9
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_marginal_residual_tanh_decays_with_inference(seed):
+    params, x, y = random_net(seed, [8, 16, 16, 16, 4])
+    traj = pclib.infer(params, x, y, steps=3000, dt=0.1, record=True).trajectory
+    r = [float(theory.marginal_residual(params, [z[k] for z in traj])) for k in (0, 100, 1000, 3000)]
+    assert abs(r[0] - 1) < 1e-12 and r[1] < r[0] and r[2] < r[1] and r[3] < 1e-8
+
+
+def test_relu_pointwise_residual_stalls_but_average_force_balances():
+    """ReLU: fixed-step inference chatters at kinks; only the time-averaged forces balance."""
+    params, x, y = random_net(0, [8, 16, 16, 16, 4], act="relu")
+    zs = pclib.infer(params, x, y, act="relu", steps=3000, dt=0.1).activities
+    assert float(theory.marginal_residual(params, zs, act="relu")) > 0.05
+    traj = pclib.infer(params, x, y, act="relu", steps=500, dt=0.1, init=zs, record=True).trajectory
+    split = jax.vmap(lambda h: energy_gradient_split(params, [x, *h, y], act="relu"))(traj[1:-1])
+    gL = [a[:-1].mean(0) for a in split[0]]
+    gF = [(a + b)[:-1].mean(0) for a, b in zip(*split)]
+    # the averaged force is exactly the displacement over the window: check that identity too
+    disp = [(z[-1] - z[0]) / (500 * 0.1) for z in traj[1:-1]]
+    for f, d in zip(gF, disp):
+        np.testing.assert_allclose(f, -d, atol=1e-10)
+    r = float(jnp.sqrt(sum(jnp.sum(g**2) for g in gF) / sum(jnp.sum(g**2) for g in gL)))
+    assert r < 1e-2
+
+
+def test_marginal_residual_undefined_without_output_error():
+    params, x, _ = random_net(0, [4, 6, 3])
+    zs = pclib.forward(params, x)
+    with pytest.raises(ValueError, match="undefined where dL/dz = 0"):
+        theory.marginal_residual(params, zs)
+
+
+def test_gradient_split_needs_a_hidden_layer():
+    params, x, y = random_net(0, [4, 3])
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        energy_gradient_split(params, [x, y])
+
+
+# ---------------------------------------------------------------- energy gradient bound
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_loss_descent_rate_is_minus_dL_dt(seed):
+    """-dL/dt along the flow equals the bound's margin, checked by a finite difference of L."""
+    act = ["tanh", "linear"][seed % 2]
+    params, x, y = random_net(seed, [5, 7, 6, 3], act=act)
+    zs = pclib.infer(params, x, y, act=act, steps=5 + 10 * seed, dt=0.1).activities
+    rate = theory.loss_descent_rate(params, zs, act=act)
+    h = 1e-6
+    gL, gE = energy_gradient_split(params, zs, act=act)
+    moved = [zs[0]] + [z - h * (a + b) for z, a, b in zip(zs[1:-1], gL, gE)] + [zs[-1]]
+    per_sample = lambda z: 0.5 * jnp.sum((z[-1] - pclib.predictions(params, z, act=act)[-1]) ** 2, axis=1)  # noqa: E731
+    fd = (per_sample(zs) - per_sample(moved)) / h
+    np.testing.assert_allclose(rate, fd, rtol=1e-4, atol=1e-8)
+
+
+def test_bound_holds_at_feedforward_pass():
+    params, x, y = random_net(2, [5, 7, 6, 3])
+    ff = pclib.forward(params, x)
+    ff[-1] = y
+    gL, _ = energy_gradient_split(params, ff)
+    np.testing.assert_allclose(theory.loss_descent_rate(params, ff), jnp.sum(gL[-1] ** 2, axis=1), rtol=1e-12)
+    assert float(theory.loss_descent_rate(params, ff).min()) > 0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_one_linear_hidden_layer_loss_falls_every_step(seed):
+    """Theorem: L = 2, linear, ffwd start, dt <= 1/lambda_max(A): L non-increasing at every step."""
+    rng = np.random.default_rng(seed)
+    params, x, y = random_net(seed, [int(rng.integers(2, 8)), int(rng.integers(1, 10)), int(rng.integers(1, 6))],
+                              act="linear")
+    pi = jnp.asarray(rng.uniform(0.2, 3.0, size=2))
+    dt = float(rng.uniform(0.2, 1.0)) / lam_max(params, pi)
+    L = loss_trace(params, x, y, dt=dt, steps=150, precisions=pi)
+    assert np.all(np.diff(L) <= 1e-12 * L[0])
+
+
+def test_one_linear_hidden_layer_large_step_oscillates():
+    """With 1/lambda_max < dt < 2/lambda_max the loss is not monotone (for generic nets), yet inference converges."""
+    broken = 0
+    for seed in range(10):
+        params, x, y = random_net(seed, [6, 6, 4], act="linear")
+        L = loss_trace(params, x, y, dt=1.8 / lam_max(params), steps=400)
+        star = theory.linear_equilibrium(params, x, y)
+        assert abs(L[-1] - float(pclib.energy_decomposition(params, star, act="linear")[0])) < 1e-8
+        broken += not np.all(np.diff(L) <= 1e-12 * L[0])
+    assert broken == 10
+
+
+def test_start_on_the_wrong_side_raises_the_loss():
+    """A start whose output already fits y (L = 0) must end with L > 0: the loss rises."""
+    params, x, y = random_net(0, [5, 8, 3], act="linear")
+    W2, b2 = params[1]["W"], params[1]["b"]
+    z1 = (y - b2) @ jnp.linalg.pinv(W2).T
+    L = loss_trace(params, x, y, dt=0.05, steps=400, init=[x, z1, y])
+    assert L[0] < 1e-20 and L[-1] > 1e-3
+    star = theory.linear_equilibrium(params, x, y)
+    np.testing.assert_allclose(L[-1], float(pclib.energy_decomposition(params, star, act="linear")[0]), rtol=1e-6)
+
+
+def test_deep_net_violates_bound_from_feedforward_pass():
+    """The energy gradient bound need not persist: chapter 1's six-layer linear net, tiny step."""
+    params, x, y = pclib.random_problem(66, [18, 5, 14, 13, 2, 14, 6], act="linear", n=1)
+    dt = 0.05 / 8.9
+    assert dt < 0.1 / lam_max(params)
+    res = pclib.infer(params, x, y, act="linear", steps=3000, dt=dt, record=True)
+    rate = np.asarray(jax.vmap(lambda zs: theory.loss_descent_rate(params, zs, act="linear"))(res.trajectory))[:, 0]
+    L = loss_trace(params, x, y, dt=dt, steps=3000)
+    assert rate[0] > 0 and rate.min() < 0
+    assert np.all(np.diff(L)[rate[:-1] < -1e-9] > 0)
+    assert np.all(np.diff(np.asarray(res.energies)) <= 0)  # F still falls
+
+
+# ---------------------------------------------------------------- Theorem 3.6 and the envelope theorem
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pc_gradient_is_gradient_of_equilibrated_energy(seed):
+    params, x, y = random_net(seed, [5] + [7] * (1 + seed % 3) + [3], act="linear")
+    pi = jnp.linspace(0.5, 2.0, len(params))
+    g_env = jax.grad(lambda p: theory.linear_equilibrated_energy(p, x, y, precisions=pi))(params)
+    # independent of the closed form: PC gradient at an iterated equilibrium
+    zs = pclib.infer(params, x, y, act="linear", steps=6000, dt=0.5 / lam_max(params, pi), precisions=pi).activities
+    g_pc = pclib.pc_grads(params, zs, act="linear", precisions=pi)
+    assert float(theory.relative_error(g_pc, g_env)) < 1e-7
+    # and it differs from backprop's gradient
+    assert float(theory.relative_error(pclib.bp_grads(params, x, y, act="linear"), g_env)) > 1e-3
+
+
+def _pc_full_batch(params, x, y, iters, lr=0.05):
+    def one(p, _):
+        z = theory.linear_equilibrium(p, x, y)
+        g = pclib.pc_grads(p, z, act="linear")
+        gb = pclib.bp_grads(p, x, y, act="linear")
+        norm = jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(gb)))
+        return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), (pclib.mse_loss(p, x, y, act="linear"), norm)
+    return jax.lax.scan(one, params, None, length=iters)
+
+
+def _reduced_rank_loss(x, y, rank):
+    """Closed form via SVD, independent of any training."""
+    xc, yc = np.asarray(x) - np.mean(x, 0), np.asarray(y) - np.mean(y, 0)
+    fit = xc @ np.linalg.lstsq(xc, yc, rcond=None)[0]
+    u, s, vt = np.linalg.svd(fit, full_matrices=False)
+    return 0.5 * np.sum((yc - (u[:, :rank] * s[:rank]) @ vt[:rank]) ** 2) / len(yc)
+
+
+def test_pc_training_drives_bp_gradient_to_zero_on_wide_net():
+    params, x, y = pclib.random_problem(0, [4, 8, 2], act="linear", n=32)
+    _, (loss, gnorm) = _pc_full_batch(params, x, y, 20000)
+    assert float(gnorm[-1]) < 1e-2 * float(gnorm[0])
+    assert float(loss[-1]) - _reduced_rank_loss(x, y, 2) < 1e-5
+
+
+def test_pc_training_misses_bp_optimum_on_bottleneck():
+    """PC's limit on a rank-1 bottleneck stays above the best rank-1 loss that backprop reaches."""
+    params, x, y = pclib.random_problem(0, [4, 1, 2], act="linear", n=32)
+    best = _reduced_rank_loss(x, y, 1)
+    _, (loss, _) = _pc_full_batch(params, x, y, 20000)
+    assert float(loss[-1]) - best > 1e-2
+    assert float(jnp.min(loss)) - best < 5e-3  # it passes close to the optimum on the way, then leaves
+
+    def bp(p, _):
+        return jax.tree_util.tree_map(lambda a, b: a - 0.05 * b, p, pclib.bp_grads(p, x, y, act="linear")), None
+    p_bp, _ = jax.lax.scan(bp, params, None, length=20000)
+    assert abs(float(pclib.mse_loss(p_bp, x, y, act="linear")) - best) < 1e-8
+    # at backprop's optimum PC's gradient (that of F*) is not zero, so PC does not stop there
+    g = jax.grad(lambda p: theory.linear_equilibrated_energy(p, x, y))(p_bp)
+    assert float(jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(g)))) > 1e-3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_hidden_layer_equilibrated_energy_formula(seed):
+    """F* = (1/2N) sum_i e_i^T (I + W2 W2^T)^{-1} e_i for one linear hidden layer and unit precisions."""
+    params, x, y = random_net(seed, [4, 3 + seed, 2], act="linear")
+    e = np.asarray(y - pclib.predict(params, x, act="linear"))
+    W2 = np.asarray(params[1]["W"])
+    S = np.linalg.inv(np.eye(2) + W2 @ W2.T)
+    expected = 0.5 * np.einsum("ni,ij,nj->", e, S, e) / len(e)
+    np.testing.assert_allclose(theory.linear_equilibrated_energy(params, x, y), expected, rtol=1e-10)
+
+
+# ---------------------------------------------------------------- update similarity
+
+
+def test_update_cosine_basic_properties():
+    params, x, y = random_net(0, [5, 7, 3])
+    g = pclib.bp_grads(params, x, y)
+    assert abs(float(learning.update_cosine(g, g)) - 1) < 1e-12
+    neg = jax.tree_util.tree_map(lambda v: -2.0 * v, g)
+    assert abs(float(learning.update_cosine(g, neg)) + 1) < 1e-12
+    other = pclib.pc_grads(params, pclib.infer(params, x, y, steps=30).activities)
+    flat = lambda t: np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(t)])  # noqa: E731
+    a, b = flat(g), flat(other)
+    np.testing.assert_allclose(learning.update_cosine(g, other), a @ b / np.linalg.norm(a) / np.linalg.norm(b),
+                               rtol=1e-12)
+    per = learning.update_cosine(g, other, per_layer=True)
+    assert per.shape == (2,)
+    la, lb = flat(g[0]), flat(other[0])
+    np.testing.assert_allclose(per[0], la @ lb / np.linalg.norm(la) / np.linalg.norm(lb), rtol=1e-12)
+
+
+def test_update_cosine_errors():
+    params, x, y = random_net(0, [5, 7, 3])
+    g = pclib.bp_grads(params, x, y)
+    with pytest.raises(ValueError, match="same structure"):
+        learning.update_cosine(g, g[:1])
+    zero = jax.tree_util.tree_map(jnp.zeros_like, g)
+    with pytest.raises(ValueError, match="zero update"):
+        learning.update_cosine(g, zero)
+
+
+def test_train_compare_records_independent_cosines():
+    """The recorded cosine equals update_cosine(pc_grads, bp_grads) recomputed at the same weights and batch."""
+    params, x, y = random_net(3, [6, 8, 8, 3], n=64)
+    opt = optax.sgd(0.05, momentum=0.9)
+    seen = []
+    batches = list(pclib.data.batches(np.asarray(x), np.asarray(y), batch_size=16, seed=5 * 1_000_003))
+    p = params
+    st = opt.init(p)
+    for xb, yb in batches:
+        zs = pclib.infer(p, xb, yb, steps=15, dt=0.2).activities
+        g_pc, g_bp = pclib.pc_grads(p, zs), pclib.bp_grads(p, xb, yb)
+        seen.append((float(learning.update_cosine(g_pc, g_bp)), float(pclib.mse_loss(p, xb, yb))))
+        u, st = opt.update(g_pc, st, p)
+        p = optax.apply_updates(p, u)
+    p_end, h = learning.train_compare(params, x, y, optimizer=opt, epochs=1, batch_size=16, seed=5, steps=15,
+                                      dt=0.2, progress=False)
+    np.testing.assert_allclose(h["cosine"], [c for c, _ in seen], rtol=1e-9)
+    np.testing.assert_allclose(h["loss"], [l for _, l in seen], rtol=1e-9)
+    assert h["cosine_layers"].shape == (4, 3)
+    assert float(theory.relative_error(p_end, p)) < 1e-10
+    assert np.all(h["cosine"] < 1) and np.all(h["cosine"] > 0)
+
+
+def test_train_compare_rejects_bad_batch_size():
+    params, x, y = random_net(0, [5, 7, 3])
+    with pytest.raises(ValueError, match="batch_size must be between 1"):
+        learning.train_compare(params, x, y, batch_size=0, progress=False)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pc_and_bp_both_learn_digits_with_high_but_imperfect_cosine(seed):
+    """The chapter's default Fig. 4B/C run, one seed per case: both methods learn (test accuracy
+    above 80%), and the PC-BP update cosine stays between 0.5 and 0.99 at every iteration."""
+    ds = pclib.data.digits(seed=0)
+    p0 = pclib.init_mlp(jax.random.key(seed), [64, 64, 32, 10], act="relu")
+    opt = optax.sgd(0.05, momentum=0.9)
+    kw = dict(optimizer=opt, epochs=6, batch_size=64, seed=seed, act="relu", progress=False)
+    p_pc, h = learning.train_compare(p0, ds.x_train, ds.y_train, steps=20, dt=0.2, **kw)
+    p_bp, _ = pclib.train(p0, ds.x_train, ds.y_train, method="bp", **kw)
+    for p in (p_pc, p_bp):
+        acc = np.mean(np.argmax(pclib.predict(p, ds.x_test, act="relu"), 1) == ds.labels_test)
+        assert acc > 0.8
+    assert np.mean(h["loss"][-5:]) < 0.5 * np.mean(h["loss"][:5])
+    assert h["cosine"].min() > 0.5 and (1 - h["cosine"]).min() > 1e-2
