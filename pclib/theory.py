@@ -338,6 +338,7 @@ def interpolation_sweep(
     out_act: Activation = "linear",
     scheme: str = "geometric",
     steps: int = 2000,
+    pinv: bool = False,
 ) -> dict[str, Any]:
     r"""Where the clamped equilibrium sits between backprop and target propagation, per precision ratio.
 
@@ -351,7 +352,8 @@ def interpolation_sweep(
       and backprop's $\delta_l$ (:func:`backprop_errors` at the feedforward pass);
     * ``angle_tp``: the angle between the move $z^* - \hat z$ and the move that TP asks for, $t - \hat z$.
 
-    Returns a dict of NumPy arrays of shape ``(len(ratios),)`` plus ``"ratios"``.
+    ``pinv`` is passed to :func:`tp_targets` (for non-square weights). Returns a dict of NumPy
+    arrays of shape ``(len(ratios),)`` plus ``"ratios"``.
     """
     import numpy as np
 
@@ -362,7 +364,7 @@ def interpolation_sweep(
     from .model import forward
 
     ff = forward(params, x, act=act, out_act=out_act)
-    ts = tp_targets(params, y, act=act, out_act=out_act, lowest=1)
+    ts = tp_targets(params, y, act=act, out_act=out_act, lowest=1, pinv=pinv)
     delta = backprop_errors(params, ff, y - ff[-1], act=act, out_act=out_act)
     hid = slice(1, L)
     out = {k: [] for k in ("dist_ff", "dist_tp", "angle_bp", "angle_tp")}
