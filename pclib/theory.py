@@ -430,23 +430,35 @@ def random_invertible_problem(
     gain: float = 1.0,
     bias_scale: float = 0.1,
     target_scale: float = 0.5,
+    spread: float = 1.0,
 ) -> tuple[Params, Array, Array]:
     r"""A square, well-conditioned network for target propagation, an input and a reachable target.
 
-    Weights are random orthogonal matrices times ``gain`` (so every $W_l$ is invertible with condition
-    number 1), biases have std ``bias_scale``, inputs $x$ are standard normal, and the target is the
+    Weights are $W_l = \text{gain}\cdot U_l S_l V_l^\top$ with random orthogonal $U_l, V_l$ and singular
+    values $S_l$ log-uniform in $[1/\text{spread}, \text{spread}]$, so every $W_l$ is invertible with condition
+    number at most $\text{spread}^2$ (``spread=1``: orthogonal weights; then $W^{-1} = W^\top/\text{gain}^2$ and
+    backprop and TP point the same way in linear networks). Biases have std ``bias_scale``, inputs $x$ are standard normal, and the target is the
     output for another input, $y = \hat y(x')$ with $x' \sim \mathcal N(0, \text{target\_scale}^2)$,
     so that every TP target exists and lies inside tanh's range.
     Returns ``(params, x, y)``; :func:`tp_targets` recovers $x'$ as $t_0$.
     """
     from .model import predict
 
-    keys = jax.random.split(jax.random.key(seed), 2 * n_layers + 2)
+    if not float(spread) >= 1.0:
+        raise ValueError(f"spread must be >= 1 (the largest singular value over the gain); got {spread!r}")
+    keys = jax.random.split(jax.random.key(seed), 4 * n_layers + 2)
+
+    def orthogonal(k):
+        q, r = jnp.linalg.qr(jax.random.normal(k, (width, width)))
+        return q * jnp.sign(jnp.diag(r))
+
     params = []
     for l in range(n_layers):
-        q, r = jnp.linalg.qr(jax.random.normal(keys[l], (width, width)))
-        params.append({"W": gain * q * jnp.sign(jnp.diag(r)),
-                       "b": bias_scale * jax.random.normal(keys[n_layers + l], (width,))})
+        W = orthogonal(keys[l])
+        if spread > 1.0:
+            s = jnp.exp(jax.random.uniform(keys[2 * n_layers + l], (width,), minval=-1.0, maxval=1.0) * jnp.log(spread))
+            W = (W * s) @ orthogonal(keys[3 * n_layers + l]).T
+        params.append({"W": gain * W, "b": bias_scale * jax.random.normal(keys[n_layers + l], (width,))})
     x = jax.random.normal(keys[-2], (n, width))
     x_target = target_scale * jax.random.normal(keys[-1], (n, width))
     return params, x, predict(params, x_target, act=act, out_act=out_act)

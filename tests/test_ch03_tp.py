@@ -232,21 +232,24 @@ def test_one_hidden_layer_tanh_path_is_monotone(seed):
 
 
 def deep_net(seed):
-    """The chapter's deep linear nets: 4 square layers of width 5 with orthogonal weights."""
-    return theory.random_invertible_problem(seed, 5, 4, act="linear", out_act="linear", n=8, target_scale=1.0)
+    """The chapter's deep linear nets: 4 square layers of width 5, singular values in [1/2, 2]."""
+    return theory.random_invertible_problem(seed, 5, 4, act="linear", out_act="linear", n=8, target_scale=1.0,
+                                            spread=2.0)
 
 
 DEEP_RATIOS = np.logspace(-3, 3, 13)
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_deep_linear_geometric_sweep_is_monotone_on_orthogonal_nets(seed):
-    """Observed on the chapter's nets (not proved): strictly monotone distances and angle to TP."""
+def test_deep_linear_geometric_sweep_is_monotone_on_well_conditioned_nets(seed):
+    """Observed on the chapter's nets (not proved): all four trends strictly monotone."""
     params, x, y = deep_net(seed)
     r = theory.interpolation_sweep(params, x, y, DEEP_RATIOS, act="linear", out_act="linear")
     assert np.all(np.diff(r["dist_tp"]) < 0) and np.all(np.diff(r["angle_tp"]) < 0)
-    assert np.all(np.diff(r["dist_ff"]) > 0)
-    assert r["angle_bp"][0] < 1e-3 and r["angle_tp"][-1] < 0.1 and r["dist_tp"][-1] < 0.01
+    assert np.all(np.diff(r["dist_ff"]) > 0) and np.all(np.diff(r["angle_bp"]) > 0)
+    assert r["angle_bp"][0] < 0.5 and r["angle_tp"][-1] < 0.5 and r["dist_tp"][-1] < 0.01
+    out = theory.interpolation_sweep(params, x, y, DEEP_RATIOS, act="linear", out_act="linear", scheme="output")
+    assert out["dist_tp"][-1] > 0.2
 
 
 def test_deep_linear_counterexample_to_strict_monotonicity():
@@ -267,8 +270,50 @@ def test_high_ratio_limits_geometric_vs_output(seed):
     assert theory.relative_error(geo[1:-1], ts[1:-1]) < 1e-3
     assert theory.relative_error(out[3], ts[3]) < 1e-6
     assert theory.relative_error(out[1], ts[1]) > 0.1
-    r = theory.interpolation_sweep(params, x, y, [1e-3, 1e3], act="linear", out_act="linear", scheme="output")
-    assert r["dist_tp"][-1] > 0.1
+    # part 3: the lower layers settle at the equilibrium of the truncated network clamped to (x, t_{L-1})
+    lower = theory.linear_equilibrium(params[:-1], x, ts[3])
+    assert theory.relative_error(out[1:3], lower[1:3]) < 1e-6
+
+
+def test_orthogonal_weights_make_bp_and_tp_agree_in_linear_nets():
+    """Why the chapter's deep sweep uses spread > 1: with orthogonal W, W^{-1} = W^T, one hidden layer."""
+    params, x, y = theory.random_invertible_problem(0, 5, 2, act="linear", out_act="linear", n=8)
+    r = theory.interpolation_sweep(params, x, y, [1e-3, 1.0, 1e3], act="linear", out_act="linear")
+    assert np.max(r["angle_tp"]) < 1e-5 and np.max(r["angle_bp"]) < 1e-5
+
+
+def test_random_invertible_problem_conditioning():
+    for spread in (1.0, 2.0, 5.0):
+        params, _, _ = theory.random_invertible_problem(3, 4, 3, spread=spread, gain=1.5)
+        for p in params:
+            assert float(jnp.linalg.cond(p["W"])) <= spread**2 * (1 + 1e-9)
+    with pytest.raises(ValueError, match="spread"):
+        theory.random_invertible_problem(0, 2, 2, spread=0.5)
+
+
+def test_orthogonal_nets_are_better_conditioned_than_gaussian_at_the_targets():
+    """The chapter's comparison of lambda_min of the Hessian at the TP targets (10 seeds)."""
+    def lam_min(params, y):
+        ts = theory.tp_targets(params, y, act="tanh", out_act="tanh")
+        H = theory.sample_activity_hessians(params, ts, free=range(len(params)), act="tanh", out_act="tanh")
+        return float(np.linalg.eigvalsh(np.asarray(H))[:, 0].min())
+
+    for seed in range(10):
+        params, _, y = theory.random_invertible_problem(seed, 2, 4, n=8, target_scale=0.3)
+        gauss = pclib.init_mlp(jax.random.key(seed), [2] * 5)
+        y_g = pclib.predict(gauss, 0.3 * jax.random.normal(jax.random.key(seed + 1), (8, 2)), act="tanh", out_act="tanh")
+        assert lam_min(params, y) > lam_min(gauss, y_g)
+
+
+@pytest.mark.parametrize("L", [1, 2, 4, 8])
+def test_exercise_identity_chain_hessian(L):
+    """Exercise 1: identity weights, lambda_min(H*) = 4 sin^2(pi / (2(2L+1)))."""
+    params = [{"W": jnp.eye(1), "b": jnp.zeros(1)} for _ in range(L)]
+    ts = theory.tp_targets(params, jnp.ones((1, 1)), act="linear", out_act="linear")
+    H = theory.sample_activity_hessians(params, ts, free=range(L), act="linear", out_act="linear")[0]
+    lam = np.linalg.eigvalsh(np.asarray(H))
+    k = np.arange(1, L + 1)
+    np.testing.assert_allclose(lam, np.sort(4 * np.sin((2 * k - 1) * np.pi / (2 * (2 * L + 1))) ** 2), atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(4))
