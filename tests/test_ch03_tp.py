@@ -42,6 +42,15 @@ def test_tp_targets_of_a_reachable_target_are_the_forward_pass(seed, out_act):
     assert theory.relative_error(ts, ff) < 1e-10
 
 
+def test_tp_targets_chapter_setting():
+    """The chapter's check: width-2, 5-layer tanh nets, x' ~ N(0, 0.25)."""
+    for seed in range(5):
+        params, _, _ = theory.random_invertible_problem(seed, 2, 4)
+        x_other = 0.5 * jax.random.normal(jax.random.key(seed), (16, 2))
+        ff = pclib.forward(params, x_other, act="tanh", out_act="tanh")
+        assert theory.relative_error(theory.tp_targets(params, ff[-1], act="tanh", out_act="tanh"), ff) < 1e-10
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_tp_targets_invert_each_layer_on_gaussian_square_nets(seed, net):
     """Linear nets: any y has targets, and each target maps onto the next: W t_{l-1} + b = t_l."""
@@ -258,6 +267,7 @@ def test_deep_linear_counterexample_to_strict_monotonicity():
     r = theory.interpolation_sweep(params, x, y, np.logspace(-2, 2, 17), act="linear", out_act="linear")
     assert np.max(np.diff(r["angle_tp"])) > 0.1
     assert r["angle_tp"][-1] < r["angle_tp"][0] - 30
+    assert spearmanr(r["ratios"], r["angle_tp"])[0] < 0
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -298,11 +308,15 @@ def test_orthogonal_nets_are_better_conditioned_than_gaussian_at_the_targets():
         H = theory.sample_activity_hessians(params, ts, free=range(len(params)), act="tanh", out_act="tanh")
         return float(np.linalg.eigvalsh(np.asarray(H))[:, 0].min())
 
+    orth, gaussian = [], []
     for seed in range(10):
         params, _, y = theory.random_invertible_problem(seed, 2, 4, n=8, target_scale=0.3)
         gauss = pclib.init_mlp(jax.random.key(seed), [2] * 5)
         y_g = pclib.predict(gauss, 0.3 * jax.random.normal(jax.random.key(seed + 1), (8, 2)), act="tanh", out_act="tanh")
-        assert lam_min(params, y) > lam_min(gauss, y_g)
+        orth.append(lam_min(params, y))
+        gaussian.append(lam_min(gauss, y_g))
+        assert orth[-1] > gaussian[-1]
+    assert np.median(orth) > 10 * np.median(gaussian)
 
 
 @pytest.mark.parametrize("L", [1, 2, 4, 8])
