@@ -117,6 +117,22 @@ def test_input_unclamped_inference_converges_to_tp_targets(out_act):
     assert max(gaps) < 1e-8, gaps
 
 
+def test_late_convergence_rate_is_the_hessian_lambda_min():
+    """Thm (2): each sample's distance to its targets decays like (1 - dt lambda_min(H*))^k."""
+    dt, steps = 0.25, 20000
+    for seed in (0, 9):
+        params, x, y = theory.random_invertible_problem(seed, 2, 4, n=8, target_scale=0.3)
+        ts = theory.tp_targets(params, y, act="tanh", out_act="tanh")
+        lam = np.linalg.eigvalsh(np.asarray(theory.sample_activity_hessians(
+            params, ts, free=range(4), act="tanh", out_act="tanh")))[:, 0]
+        res = pclib.infer(params, x, y, act="tanh", out_act="tanh", steps=steps, dt=dt, clamp_input=False, record=True)
+        d = np.sqrt(sum(np.sum((np.asarray(z) - np.asarray(t)) ** 2, -1) for z, t in zip(res.trajectory, ts)))
+        i = int(np.argmin(lam))  # the slowest sample
+        k = np.where((d[:, i] > 1e-11) & (d[:, i] < 1e-5))[0]
+        measured = -(np.log(d[k[-1], i]) - np.log(d[k[0], i])) / ((k[-1] - k[0]) * dt)
+        assert abs(measured / lam[i] - 1) < 0.05
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_tp_targets_are_the_only_critical_point_and_hessian_is_gauss_newton(seed):
     """At the targets: zero energy, zero gradient, Hessian = sum_l pi_l A_l^T A_l (jacfwd of the errors) > 0."""
