@@ -153,6 +153,18 @@ def test_tp_targets_are_the_only_critical_point_and_hessian_is_gauss_newton(seed
         assert float(jnp.max(jnp.abs(g))) < 1e-12
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_lambda_min_is_at_most_the_whole_jacobian_sigma_min_squared(seed):
+    """Unit precisions: lambda_min(H*) <= sigma_min(J_L ... J_1)^2 at the targets, for every sample."""
+    params, _, y = theory.random_invertible_problem(seed, 3, 4, n=4, target_scale=0.5, spread=2.0)
+    ts = theory.tp_targets(params, y, act="tanh", out_act="tanh")
+    H = theory.sample_activity_hessians(params, ts, free=range(4), act="tanh", out_act="tanh")
+    for i in range(4):
+        J = jax.jacfwd(lambda z: pclib.predict(params, z[None], act="tanh", out_act="tanh")[0])(ts[0][i])
+        s_min = np.linalg.svd(np.asarray(J), compute_uv=False).min()
+        assert np.linalg.eigvalsh(np.asarray(H[i]))[0] <= s_min**2 * (1 + 1e-9)
+
+
 def test_critical_point_argument_bottom_up():
     """Any point with zero gradient in (z_0..z_{L-1}) has all errors zero: check a non-target point is not critical."""
     params, x, y = theory.random_invertible_problem(0, 2, 3, n=4)
