@@ -1,0 +1,404 @@
+"""Chapter 3: target propagation, input-unclamped PC, precision-weighted equilibria, the BP-TP interpolation.
+
+Every check printed by book/chapters/ch03_tp_interpolation.md is tested here on seeded random networks,
+against independent computations (forward passes, least squares, jax.hessian, closed forms).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+import pclib
+from pclib import theory
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def paper_net(seed, widths, *, n=16, act="linear"):
+    """Millidge et al. (2022) App. A.9.1: W ~ N(0, 0.05), x ~ N(1, 1), y ~ N(-1, 1), no biases."""
+    ks = jax.random.split(jax.random.key(seed), len(widths) + 1)
+    params = [{"W": np.sqrt(0.05) * jax.random.normal(ks[i], (widths[i + 1], widths[i]))}
+              for i in range(len(widths) - 1)]
+    x = 1.0 + jax.random.normal(ks[-2], (n, widths[0]))
+    y = -1.0 + jax.random.normal(ks[-1], (n, widths[-1]))
+    return params, x, y
+
+
+# --- tp_targets -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("out_act", ["tanh", "linear"])
+def test_tp_targets_of_a_reachable_target_are_the_forward_pass(seed, out_act):
+    """y = f(x') for some x': the targets are the forward activities of x' (A.5.2), t_0 = x'."""
+    params, _, _ = theory.random_invertible_problem(seed, 3, 4, out_act=out_act)
+    x_true = 0.4 * jax.random.normal(jax.random.key(seed + 50), (8, 3))
+    ff = pclib.forward(params, x_true, act="tanh", out_act=out_act)
+    ts = theory.tp_targets(params, ff[-1], act="tanh", out_act=out_act)
+    assert len(ts) == len(params) + 1 and ts[-1] is not None
+    np.testing.assert_array_equal(ts[-1], ff[-1])
+    assert theory.relative_error(ts, ff) < 1e-10
+
+
+def test_tp_targets_chapter_setting():
+    """The chapter's check: width-2, 5-layer tanh nets, x' ~ N(0, 0.25)."""
+    for seed in range(5):
+        params, _, _ = theory.random_invertible_problem(seed, 2, 4)
+        x_other = 0.5 * jax.random.normal(jax.random.key(seed), (16, 2))
+        ff = pclib.forward(params, x_other, act="tanh", out_act="tanh")
+        assert theory.relative_error(theory.tp_targets(params, ff[-1], act="tanh", out_act="tanh"), ff) < 1e-10
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tp_targets_invert_each_layer_on_gaussian_square_nets(seed, net):
+    """Linear nets: any y has targets, and each target maps onto the next: W t_{l-1} + b = t_l."""
+    params, _, y = net(seed, [4, 4, 4, 4], act="linear")
+    ts = theory.tp_targets(params, y, act="linear", out_act="linear")
+    for l, layer in enumerate(params, start=1):
+        np.testing.assert_allclose(ts[l - 1] @ layer["W"].T + layer["b"], ts[l], atol=1e-9)
+    # input unclamped: the targets are a zero-energy point
+    assert float(pclib.energy(params, ts, act="linear")) < 1e-20
+
+
+def test_tp_targets_lowest_skips_unreachable_layers():
+    params, x, y = paper_net(0, [5, 5, 5], act="tanh")
+    with pytest.raises(ValueError, match="outside tanh's range"):
+        theory.tp_targets(params, 10 * y, act="tanh", out_act="linear")
+    ts = theory.tp_targets(params, 10 * y, act="tanh", out_act="linear", lowest=1)
+    assert ts[0] is None
+    np.testing.assert_allclose(ts[1] @ params[1]["W"].T, 10 * y, atol=1e-9)
+
+
+def test_tp_targets_pinv_is_least_squares_and_min_norm(net):
+    """Tall W: least-squares target (np.linalg.lstsq); wide W: an exact pre-image of minimum norm."""
+    params, _, y = net(0, [3, 6, 4], act="linear")  # W_1: (6, 3) tall, W_2: (4, 6) wide
+    ts = theory.tp_targets(params, y, act="linear", out_act="linear", pinv=True)
+    a2 = np.asarray(y - params[1]["b"])
+    np.testing.assert_allclose(ts[1] @ params[1]["W"].T, a2, atol=1e-9)  # wide: exact
+    mn = np.linalg.lstsq(np.asarray(params[1]["W"]), a2.T, rcond=None)[0].T  # minimum-norm solution
+    np.testing.assert_allclose(ts[1], mn, atol=1e-9)
+    a1 = np.asarray(ts[1] - params[0]["b"])
+    ls = np.linalg.lstsq(np.asarray(params[0]["W"]), a1.T, rcond=None)[0].T
+    np.testing.assert_allclose(ts[0], ls, atol=1e-9)
+
+
+def test_tp_targets_errors(net):
+    params, _, y = net(0, [3, 6, 4], act="linear")
+    with pytest.raises(ValueError, match="not square.*pinv=True"):
+        theory.tp_targets(params, y, act="linear", out_act="linear")
+    sq, _, y2 = net(1, [3, 3, 3], act="linear")
+    singular = [sq[0], dict(sq[1], W=sq[1]["W"].at[1].set(2 * sq[1]["W"][0]))]
+    with pytest.raises(ValueError, match="singular"):
+        theory.tp_targets(singular, y2, act="linear", out_act="linear")
+    with pytest.raises(ValueError, match="outside tanh's range"):
+        theory.tp_targets(sq, y2 + 5.0, act="tanh", out_act="tanh")
+    with pytest.raises(ValueError, match="no inverse"):
+        theory.tp_targets(sq, y2, act="relu", out_act="linear")
+    with pytest.raises(ValueError, match="lowest"):
+        theory.tp_targets(sq, y2, act="linear", out_act="linear", lowest=5)
+    with pytest.raises(ValueError, match="features"):
+        theory.tp_targets(sq, y2[:, :2], act="linear", out_act="linear")
+
+
+# --- Theorem 3.3: input-unclamped inference converges to the TP targets --------------------------------
+
+
+@pytest.mark.parametrize("out_act", ["tanh", "linear"])
+def test_input_unclamped_inference_converges_to_tp_targets(out_act):
+    """5-layer width-2 tanh nets (orthogonal weights): distance < 1e-8 after 20000 steps of dt = 0.25."""
+    gaps = []
+    for seed in range(6):
+        params, x, y = theory.random_invertible_problem(seed, 2, 4, out_act=out_act, n=8, target_scale=0.3)
+        ts = theory.tp_targets(params, y, act="tanh", out_act=out_act)
+        res = pclib.infer(params, x, y, act="tanh", out_act=out_act, steps=20000, dt=0.25, clamp_input=False)
+        gaps.append(float(theory.relative_error(res.activities, ts)))
+    assert max(gaps) < 1e-8, gaps
+
+
+def test_late_convergence_rate_is_the_hessian_lambda_min():
+    """Thm (2): each sample's distance to its targets decays like (1 - dt lambda_min(H*))^k."""
+    dt, steps = 0.25, 20000
+    for seed in (0, 9):
+        params, x, y = theory.random_invertible_problem(seed, 2, 4, n=8, target_scale=0.3)
+        ts = theory.tp_targets(params, y, act="tanh", out_act="tanh")
+        lam = np.linalg.eigvalsh(np.asarray(theory.sample_activity_hessians(
+            params, ts, free=range(4), act="tanh", out_act="tanh")))[:, 0]
+        res = pclib.infer(params, x, y, act="tanh", out_act="tanh", steps=steps, dt=dt, clamp_input=False, record=True)
+        d = np.sqrt(sum(np.sum((np.asarray(z) - np.asarray(t)) ** 2, -1) for z, t in zip(res.trajectory, ts)))
+        i = int(np.argmin(lam))  # the slowest sample
+        k = np.where((d[:, i] > 1e-11) & (d[:, i] < 1e-5))[0]
+        measured = -(np.log(d[k[-1], i]) - np.log(d[k[0], i])) / ((k[-1] - k[0]) * dt)
+        assert abs(measured / lam[i] - 1) < 0.05
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tp_targets_are_the_only_critical_point_and_hessian_is_gauss_newton(seed):
+    """At the targets: zero energy, zero gradient, Hessian = sum_l pi_l A_l^T A_l (jacfwd of the errors) > 0."""
+    params, _, y = theory.random_invertible_problem(seed, 2, 4, n=4, target_scale=0.3)
+    pi = jnp.array([1.0, 0.5, 2.0, 1.5])
+    ts = theory.tp_targets(params, y, act="tanh", out_act="tanh")
+    assert float(pclib.energy(params, ts, act="tanh", out_act="tanh", precisions=pi)) < 1e-25
+    H = theory.sample_activity_hessians(params, ts, free=range(4), act="tanh", out_act="tanh", precisions=pi)
+    for i in range(4):
+        def errs(flat, i=i):
+            zs = [flat[2 * l:2 * l + 2][None] for l in range(4)] + [ts[-1][i:i + 1]]
+            return jnp.concatenate([jnp.sqrt(p) * e[0] for p, e in
+                                    zip(pi, pclib.errors(params, zs, act="tanh", out_act="tanh"))])
+        A = jax.jacfwd(errs)(jnp.concatenate([t[i] for t in ts[:-1]]))
+        np.testing.assert_allclose(H[i], A.T @ A, atol=1e-10)
+        assert np.linalg.eigvalsh(np.asarray(H[i]))[0] > 0
+        g = jax.grad(lambda f: jnp.sum(errs(f) ** 2))(jnp.concatenate([t[i] for t in ts[:-1]]))
+        assert float(jnp.max(jnp.abs(g))) < 1e-12
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lambda_min_is_at_most_the_whole_jacobian_sigma_min_squared(seed):
+    """Unit precisions: lambda_min(H*) <= sigma_min(J_L ... J_1)^2 at the targets, for every sample."""
+    params, _, y = theory.random_invertible_problem(seed, 3, 4, n=4, target_scale=0.5, spread=2.0)
+    ts = theory.tp_targets(params, y, act="tanh", out_act="tanh")
+    H = theory.sample_activity_hessians(params, ts, free=range(4), act="tanh", out_act="tanh")
+    for i in range(4):
+        J = jax.jacfwd(lambda z: pclib.predict(params, z[None], act="tanh", out_act="tanh")[0])(ts[0][i])
+        s_min = np.linalg.svd(np.asarray(J), compute_uv=False).min()
+        assert np.linalg.eigvalsh(np.asarray(H[i]))[0] <= s_min**2 * (1 + 1e-9)
+
+
+def test_critical_point_argument_bottom_up():
+    """Any point with zero gradient in (z_0..z_{L-1}) has all errors zero: check a non-target point is not critical."""
+    params, x, y = theory.random_invertible_problem(0, 2, 3, n=4)
+    zs = pclib.forward(params, x, act="tanh", out_act="tanh")
+    zs[-1] = y
+    g = jax.grad(lambda z0: pclib.energy(params, [z0] + zs[1:], act="tanh", out_act="tanh"))(zs[0])
+    # at the feedforward pass of x only the output error is non-zero, and it pushes on z_{L-1}, not z_0
+    assert float(jnp.max(jnp.abs(g))) < 1e-14
+    gL = jax.grad(lambda z: pclib.energy(params, zs[:-2] + [z, y], act="tanh", out_act="tanh"))(zs[-2])
+    assert float(jnp.max(jnp.abs(gL))) > 1e-3
+
+
+# --- Theorem 3.5: the precision-weighted linear equilibrium ---------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_precision_weighted_linear_equilibrium_matches_iterative_inference(seed, net):
+    rng = np.random.default_rng(seed)
+    widths = [int(w) for w in rng.integers(2, 7, size=int(rng.integers(3, 6)))]
+    params, x, y = net(seed, widths, act="linear", n=8)
+    pi = jnp.asarray(10.0 ** rng.uniform(-1, 1, size=len(params)))
+    star = theory.linear_equilibrium(params, x, y, precisions=pi)
+    H = np.asarray(theory.linear_activity_hessian(params, precisions=pi))
+    lam = np.linalg.eigvalsh(H)
+    dt = 1.0 / lam[-1]
+    steps = int(np.ceil(np.log(1e-12) / np.log(1 - dt * lam[0])))
+    res = pclib.infer(params, x, y, act="linear", precisions=pi, steps=steps, dt=dt)
+    assert theory.relative_error(res.activities[1:-1], star[1:-1]) < 1e-8
+    # the layerwise form of Thm 3.5 (with biases) holds at the equilibrium
+    for l in range(1, len(params)):
+        lo, up = params[l - 1], params[l]
+        r = pi[l] / pi[l - 1]
+        A = np.eye(lo["W"].shape[0]) + r * np.asarray(up["W"].T @ up["W"])
+        rhs = star[l - 1] @ lo["W"].T + lo["b"] + r * (star[l + 1] - up["b"]) @ up["W"]
+        np.testing.assert_allclose(star[l], np.linalg.solve(A, np.asarray(rhs).T).T, atol=1e-9)
+
+
+# --- precisions from ratios and lambda -------------------------------------------------------------
+
+
+def test_ratio_and_lambda_precisions(net):
+    np.testing.assert_allclose(theory.ratio_precisions(10.0, 4, scheme="geometric"), [1e-3, 1e-2, 1e-1, 1.0])
+    np.testing.assert_allclose(theory.ratio_precisions(0.1, 3, scheme="output"), [1.0, 1.0, 0.1])
+    np.testing.assert_allclose(theory.ratio_precisions(10.0, 3, scheme="output"), [0.1, 0.1, 1.0])
+    params, x, y = net(0, [4, 6, 6, 3])
+    zs = pclib.infer(params, x, y, steps=5, dt=0.1).activities
+    per_layer = pclib.layer_energies(params, zs)
+    for lam in (0.0, 0.3, 0.9, 1.0):
+        F = pclib.energy(params, zs, precisions=theory.lambda_precisions(lam, 3))
+        np.testing.assert_allclose(F, lam * per_layer[-1] + (1 - lam) * per_layer[:-1].sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="scheme"):
+        theory.ratio_precisions(1.0, 3, scheme="nope")
+    with pytest.raises(ValueError, match="positive"):
+        theory.ratio_precisions(0.0, 3)
+    with pytest.raises(ValueError, match="lambda"):
+        theory.lambda_precisions(1.5, 3)
+
+
+def test_cosine_and_angle():
+    a = [jnp.array([[1.0, 2.0]]), jnp.array([[3.0]])]
+    assert abs(float(theory.angle(a, [2 * v for v in a]))) < 1e-6
+    assert abs(float(theory.angle(a, [-v for v in a])) - 180) < 1e-6
+    assert abs(float(theory.angle([jnp.array([1.0, 0.0])], [jnp.array([0.0, 3.0])])) - 90) < 1e-12
+    with pytest.raises(ValueError, match="same leaves"):
+        theory.cosine(a, a[:1])
+
+
+# --- the interpolation -----------------------------------------------------------------------------------
+
+RATIOS = np.logspace(-5, 5, 21)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_one_hidden_layer_linear_path_is_monotone(seed):
+    """Proved in the chapter: z*(rho) - t = (I + rho W^T W)^{-1}(W_1 x - t); all four trends strictly monotone."""
+    params, x, y = paper_net(seed, [5, 5, 5])
+    r = theory.interpolation_sweep(params, x, y, RATIOS, act="linear", out_act="linear")
+    assert np.all(np.diff(r["dist_tp"]) < 0) and np.all(np.diff(r["angle_tp"]) < 0)
+    assert np.all(np.diff(r["dist_ff"]) > 0) and np.all(np.diff(r["angle_bp"]) > 0)
+    # the closed form of the path, independently, and the bounds that follow from it
+    W, a = params[1]["W"], x @ params[0]["W"].T
+    t = np.linalg.solve(np.asarray(W), np.asarray(y).T).T
+    s2 = np.linalg.svd(np.asarray(W), compute_uv=False) ** 2
+    gap = np.linalg.norm(a - t)
+    np.testing.assert_array_less(r["dist_tp"], gap / (1 + RATIOS * s2.min()) / np.linalg.norm(t) * (1 + 1e-9))
+    np.testing.assert_array_less(r["dist_ff"], gap * RATIOS * s2.max() / (1 + RATIOS * s2.max()) / np.linalg.norm(a) * (1 + 1e-9))
+    assert r["angle_bp"][0] < 0.01
+    for rho in (1e-3, 1.0, 1e3):
+        z = theory.linear_equilibrium(params, x, y, precisions=jnp.array([1.0, rho]))[1]
+        pred = t + np.linalg.solve(np.eye(5) + rho * np.asarray(W.T @ W), np.asarray(a - t).T).T
+        np.testing.assert_allclose(z, pred, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_hidden_layer_tanh_path_is_monotone(seed):
+    """Observed (not proved) for tanh: the move towards TP grows monotonically with the ratio."""
+    params, x, y = paper_net(seed, [5, 5, 5], act="tanh")
+    r = theory.interpolation_sweep(params, x, y, RATIOS[::2], act="tanh", out_act="linear", steps=3000)
+    assert np.all(np.diff(r["dist_tp"]) < 0) and np.all(np.diff(r["angle_tp"]) < 0)
+    assert np.all(np.diff(r["dist_ff"]) > 0)
+    assert r["angle_bp"][0] < 0.01 and r["dist_tp"][-1] < 0.01
+
+
+def deep_net(seed):
+    """The chapter's deep linear nets: 4 square layers of width 5, singular values in [1/2, 2]."""
+    return theory.random_invertible_problem(seed, 5, 4, act="linear", out_act="linear", n=8, target_scale=1.0,
+                                            spread=2.0)
+
+
+DEEP_RATIOS = np.logspace(-3, 3, 13)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_deep_linear_geometric_sweep_is_monotone_on_well_conditioned_nets(seed):
+    """Observed on the chapter's nets (not proved): all four trends strictly monotone."""
+    params, x, y = deep_net(seed)
+    r = theory.interpolation_sweep(params, x, y, DEEP_RATIOS, act="linear", out_act="linear")
+    assert np.all(np.diff(r["dist_tp"]) < 0) and np.all(np.diff(r["angle_tp"]) < 0)
+    assert np.all(np.diff(r["dist_ff"]) > 0) and np.all(np.diff(r["angle_bp"]) > 0)
+    assert r["angle_bp"][0] < 0.5 and r["angle_tp"][-1] < 0.5 and r["dist_tp"][-1] < 0.01
+    out = theory.interpolation_sweep(params, x, y, DEEP_RATIOS, act="linear", out_act="linear", scheme="output")
+    assert out["dist_tp"][-1] > 0.2
+
+
+def test_deep_linear_counterexample_to_strict_monotonicity():
+    """A Gaussian 5-5-5-5-5 net (seed 1): the angle to TP rises at intermediate ratios before it falls."""
+    params, x, y = pclib.random_problem(1, [5] * 5, act="linear", n=8)
+    r = theory.interpolation_sweep(params, x, y, np.logspace(-2, 2, 17), act="linear", out_act="linear")
+    assert np.max(np.diff(r["angle_tp"])) > 0.1
+    assert r["angle_tp"][-1] < r["angle_tp"][0] - 30
+    assert spearmanr(r["ratios"], r["angle_tp"])[0] < 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_high_ratio_limits_geometric_vs_output(seed):
+    """rho -> inf: geometric precisions reach every hidden TP target; the output ratio only the top one."""
+    params, x, y = deep_net(seed)
+    ts = theory.tp_targets(params, y, act="linear", out_act="linear")
+    geo = theory.linear_equilibrium(params, x, y, precisions=theory.ratio_precisions(1e4, 4))
+    out = theory.linear_equilibrium(params, x, y, precisions=theory.ratio_precisions(1e8, 4, scheme="output"))
+    assert theory.relative_error(geo[1:-1], ts[1:-1]) < 1e-3
+    assert theory.relative_error(out[3], ts[3]) < 1e-6
+    assert theory.relative_error(out[1], ts[1]) > 0.1
+    # part 3: the lower layers settle at the equilibrium of the truncated network clamped to (x, t_{L-1})
+    lower = theory.linear_equilibrium(params[:-1], x, ts[3])
+    assert theory.relative_error(out[1:3], lower[1:3]) < 1e-6
+
+
+def test_orthogonal_weights_make_bp_and_tp_agree_in_linear_nets():
+    """Why the chapter's deep sweep uses spread > 1: with orthogonal W, W^{-1} = W^T, one hidden layer."""
+    params, x, y = theory.random_invertible_problem(0, 5, 2, act="linear", out_act="linear", n=8)
+    r = theory.interpolation_sweep(params, x, y, [1e-3, 1.0, 1e3], act="linear", out_act="linear")
+    assert np.max(r["angle_tp"]) < 1e-5 and np.max(r["angle_bp"]) < 1e-5
+
+
+def test_random_invertible_problem_conditioning():
+    for spread in (1.0, 2.0, 5.0):
+        params, _, _ = theory.random_invertible_problem(3, 4, 3, spread=spread, gain=1.5)
+        for p in params:
+            assert float(jnp.linalg.cond(p["W"])) <= spread**2 * (1 + 1e-9)
+    with pytest.raises(ValueError, match="spread"):
+        theory.random_invertible_problem(0, 2, 2, spread=0.5)
+
+
+def test_orthogonal_nets_are_better_conditioned_than_gaussian_at_the_targets():
+    """The chapter's comparison of lambda_min of the Hessian at the TP targets (10 seeds)."""
+    def lam_min(params, y):
+        ts = theory.tp_targets(params, y, act="tanh", out_act="tanh")
+        H = theory.sample_activity_hessians(params, ts, free=range(len(params)), act="tanh", out_act="tanh")
+        return float(np.linalg.eigvalsh(np.asarray(H))[:, 0].min())
+
+    orth, gaussian = [], []
+    for seed in range(10):
+        params, _, y = theory.random_invertible_problem(seed, 2, 4, n=8, target_scale=0.3)
+        gauss = pclib.init_mlp(jax.random.key(seed), [2] * 5)
+        y_g = pclib.predict(gauss, 0.3 * jax.random.normal(jax.random.key(seed + 1), (8, 2)), act="tanh", out_act="tanh")
+        orth.append(lam_min(params, y))
+        gaussian.append(lam_min(gauss, y_g))
+        assert orth[-1] > gaussian[-1]
+    assert np.median(orth) > 10 * np.median(gaussian)
+
+
+@pytest.mark.parametrize("L", [1, 2, 4, 8])
+def test_exercise_identity_chain_hessian(L):
+    """Exercise 1: identity weights, lambda_min(H*) = 4 sin^2(pi / (2(2L+1)))."""
+    params = [{"W": jnp.eye(1), "b": jnp.zeros(1)} for _ in range(L)]
+    ts = theory.tp_targets(params, jnp.ones((1, 1)), act="linear", out_act="linear")
+    H = theory.sample_activity_hessians(params, ts, free=range(L), act="linear", out_act="linear")[0]
+    lam = np.linalg.eigvalsh(np.asarray(H))
+    k = np.arange(1, L + 1)
+    np.testing.assert_allclose(lam, np.sort(4 * np.sin((2 * k - 1) * np.pi / (2 * (2 * L + 1))) ** 2), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_low_ratio_errors_are_backprop(seed, net):
+    """rho -> 0: pi_l eps*_l / pi_L -> delta_l (BP) and z* -> feedforward, for tanh nets."""
+    params, x, y = net(seed, [4, 6, 6, 3], n=8)
+    ff = pclib.forward(params, x)
+    delta = theory.backprop_errors(params, ff, y - ff[-1])
+    pi = theory.ratio_precisions(1e-4, 3, scheme="output")
+    zs = pclib.infer(params, x, y, precisions=pi, steps=3000, dt=0.2).activities
+    eps = pclib.errors(params, zs)
+    assert theory.relative_error([e / pi[-1] for e in eps[:-1]], delta[:-1]) < 1e-3
+    assert theory.relative_error(eps[-1], delta[-1]) < 1e-3
+
+
+# --- generalised energies (App. A.8) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generalised_energy_adjoint_recursion(seed, net):
+    """With h(e) = log(1 + e^2)/2, the errors pi_l h'(eps_l) obey backprop's recursion at equilibrium."""
+    params, x, y = net(seed, [5, 8, 8, 3], n=8)
+    pi = jnp.array([1.0, 2.0, 0.5])
+    h = lambda e: 0.5 * jnp.log1p(e**2)
+    zs = theory.generalised_infer(params, x, y, h=h, precisions=pi, steps=5000, dt=0.1)
+    e = [p * jax.vmap(jax.vmap(jax.grad(h)))(ep) for p, ep in zip(pi, pclib.errors(params, zs))]
+    np.testing.assert_allclose(e[0], [p * ep / (1 + ep**2) for p, ep in zip(pi, pclib.errors(params, zs))][0])
+    adj = theory.backprop_errors(params, zs, e[-1])
+    assert theory.relative_error(e[:-1], adj[:-1]) < 1e-8
+    # not at equilibrium (the feedforward pass), the recursion fails
+    ff = pclib.forward(params, x)
+    ff[-1] = y
+    e0 = [p * ep / (1 + ep**2) for p, ep in zip(pi, pclib.errors(params, ff))]
+    assert theory.relative_error(e0[:-1], theory.backprop_errors(params, ff, e0[-1])[:-1]) > 0.5
+
+
+def test_generalised_quadratic_is_pc(net):
+    params, x, y = net(0, [5, 8, 8, 3], n=8)
+    pi = jnp.array([1.0, 2.0, 0.5])
+    zq = theory.generalised_infer(params, x, y, h=lambda e: 0.5 * e**2, precisions=pi, steps=500, dt=0.1)
+    zi = pclib.infer(params, x, y, precisions=pi, steps=500, dt=0.1).activities
+    assert theory.relative_error(zq, zi) < 1e-12
+    np.testing.assert_allclose(theory.generalised_energy(params, zi, h=lambda e: 0.5 * e**2, precisions=pi),
+                               pclib.energy(params, zi, precisions=pi), rtol=1e-12)
+    with pytest.raises(FloatingPointError, match="smaller dt"):
+        theory.generalised_infer(params, x, y, h=lambda e: 0.5 * e**2, steps=50, dt=5.0)
