@@ -14,6 +14,7 @@ A function ``fn(params, *args, **kwargs) -> scalar`` is differentiated in ``para
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -47,14 +48,32 @@ def _flat_fn(fn: Callable, params: Any, kwargs: dict) -> tuple[Array, Callable]:
     return flat, f
 
 
+@partial(jax.jit, static_argnums=0)
+def _tree_hessian(fn: Callable, params: Any, *args: Any) -> Any:
+    return jax.hessian(fn)(params, *args)
+
+
 def hessian(fn: Callable, params: Any, *args: Any, **kwargs: Any) -> Array:
     r"""The dense Hessian $\nabla^2_\theta\, \mathrm{fn}(\theta, \ldots)$ in the flattened parameters, ``(P, P)``.
 
-    Exact (``jax.hessian``, forward-over-reverse). Memory grows as $P^2$: for large networks use
-    :func:`hvp` and :func:`extreme_eigenvalues`.
+    Exact (``jax.hessian``, forward-over-reverse), compiled once per ``fn`` and parameter shapes
+    (pass the same function object to reuse the compilation; ``kwargs`` are bound with
+    :func:`functools.partial`, which compiles anew on every call). Rows and columns follow
+    :func:`flatten`. Memory grows as $P^2$: for large networks use :func:`hvp` and
+    :func:`extreme_eigenvalues`.
     """
-    flat, f = _flat_fn(fn, params, kwargs)
-    return jax.hessian(f)(flat, *args)
+    flat, _ = _flat_fn(fn, params, kwargs)
+    f = partial(fn, **kwargs) if kwargs else fn
+    out = jax.eval_shape(f, params, *args)
+    if out.shape != ():
+        raise ValueError(f"fn must return a scalar; got shape {out.shape}")
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    H = _tree_hessian(f, params, *args)
+    rows = []
+    for leaf_i, inner in zip(leaves, treedef.flatten_up_to(H)):
+        blocks = treedef.flatten_up_to(inner)
+        rows.append(jnp.concatenate([b.reshape(leaf_i.size, leaf_j.size) for b, leaf_j in zip(blocks, leaves)], axis=1))
+    return jnp.concatenate(rows, axis=0)
 
 
 def spectrum(fn: Callable, params: Any, *args: Any, **kwargs: Any) -> np.ndarray:

@@ -292,7 +292,7 @@ def test_pc_escapes_the_origin_faster_than_bp():
     rng = np.random.default_rng(0)
     X = jnp.asarray(rng.standard_normal((128, 6)))
     Y = X @ jnp.asarray(rng.standard_normal((6, 3))) / np.sqrt(6)
-    budget = 150
+    budget = 400
     for act in ("linear", "tanh"):
         times, gn = {}, {}
         for method in ("pc", "bp"):
@@ -312,3 +312,22 @@ def test_pc_escapes_the_origin_faster_than_bp():
                     break
         assert times["pc"] < budget and times["bp"] >= 5 * times["pc"]
         assert gn["pc"] > 100 * gn["bp"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_origin_with_precisions(seed):
+    """Chapter 5, exercise 2: lambda_min(Hess F*(0)) = -(pi_L^2 / pi_{L-1}) lambda_max(Syy) for H >= 2."""
+    params, x, y = pclib.random_problem(seed, [4, 5, 5, 3], act="linear", bias=False)
+    pi = jnp.exp(jax.random.normal(jax.random.key(seed), (3,)))
+    lam = landscape.spectrum(theory.equilibrated_energy, zeros_like_net(params), x, y, precisions=pi)[0]
+    Syy = np.asarray(y.T @ y) / len(y)
+    assert np.isclose(lam, -(pi[2] ** 2 / pi[1]) * np.linalg.eigvalsh(Syy)[-1], rtol=1e-10)
+
+
+def test_hessian_matches_flat_jax_hessian_with_biases(net):
+    """The assembled block Hessian follows landscape.flatten's order (W then b, layer by layer)."""
+    params, x, y = net(2, [3, 4, 2], act="tanh")
+    fn = lambda p, x, y: pclib.mse_loss(p, x, y, act="tanh")
+    flat, unflatten = landscape.flatten(params)
+    expected = jax.hessian(lambda w: fn(unflatten(w), x, y))(flat)
+    assert np.allclose(landscape.hessian(fn, params, x, y), expected, atol=1e-12)
