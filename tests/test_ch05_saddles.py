@@ -1,0 +1,333 @@
+"""Chapter 5 (strict saddles): the equilibrated energy of deep linear networks and its Hessians.
+
+Expected values come from closed forms (``pclib.theory``) or independent computations
+(iterative inference, ``jax.hessian`` of the loss, dense eigendecompositions).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pclib
+from pclib import landscape, theory
+
+
+def mse(p, x, y):
+    return pclib.mse_loss(p, x, y, act="linear")
+
+
+def F_star(p, x, y):
+    return theory.equilibrated_energy(p, x, y)
+
+
+def zeros_like_net(params):
+    return [{k: jnp.zeros_like(v) for k, v in layer.items()} for layer in params]
+
+
+widths_strategy = st.lists(st.integers(1, 5), min_size=2, max_size=6)
+
+
+# --- Theorem 1: the equilibrated energy -------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), widths=widths_strategy, bias=st.booleans(), precisions=st.booleans())
+def test_equilibrated_energy_equals_energy_at_closed_form_equilibrium(seed, widths, bias, precisions):
+    params, x, y = pclib.random_problem(seed, widths, act="linear", bias=bias, bias_scale=0.3)
+    pi = None
+    if precisions:
+        pi = jnp.exp(jax.random.normal(jax.random.key(seed + 1), (len(params),)))
+    star = theory.linear_equilibrium(params, x, y, precisions=pi)
+    expected = pclib.energy(params, star, act="linear", precisions=pi)
+    got = theory.equilibrated_energy(params, x, y, precisions=pi)
+    assert abs(got - expected) <= 1e-9 * (1 + abs(expected))
+
+
+@pytest.mark.parametrize("widths", [[6, 8, 4], [6, 8, 8, 8, 4], [5] + [6] * 10 + [3]])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_equilibrated_energy_equals_energy_after_iterative_inference(widths, seed, net):
+    params, x, y = net(seed, widths, act="linear", bias=False)
+    lam = np.linalg.eigvalsh(np.asarray(theory.linear_activity_hessian(params)))
+    dt = 1.0 / lam[-1]
+    steps = int(np.ceil(np.log(1e-12) / np.log(1 - dt * lam[0])))
+    res = pclib.infer(params, x, y, act="linear", steps=steps, dt=dt)
+    F_inf = pclib.energy(params, res.activities, act="linear")
+    F_th = theory.equilibrated_energy(params, x, y)
+    assert abs(F_inf - F_th) / F_th < 1e-8
+
+
+def test_equilibrium_covariance_is_the_sum_of_product_outer_products():
+    params, _, _ = pclib.random_problem(3, [4, 5, 6, 3, 2], act="linear", bias=False)
+    Ws = [p["W"] for p in params]
+    L = len(Ws)
+    expected = jnp.eye(2)
+    for l in range(2, L + 1):  # (W_L ... W_l)(W_L ... W_l)^T, 1-based l
+        M = Ws[L - 1]
+        for k in range(L - 2, l - 2, -1):
+            M = M @ Ws[k]
+        expected = expected + M @ M.T
+    assert np.allclose(theory.equilibrium_covariance(params), expected, atol=1e-12)
+
+
+def test_equilibrated_energy_is_pc_learning_objective():
+    """The PC weight gradient at the equilibrium is the gradient of F* (envelope theorem)."""
+    params, x, y = pclib.random_problem(5, [4, 6, 6, 3], act="linear", bias=True)
+    star = theory.linear_equilibrium(params, x, y)
+    g_pc = pclib.pc_grads(params, star, act="linear")
+    g_th = jax.grad(F_star)(params, x, y)
+    for a, b in zip(jax.tree_util.tree_leaves(g_pc), jax.tree_util.tree_leaves(g_th)):
+        assert np.allclose(a, b, atol=1e-10)
+
+
+def test_equilibrated_energy_is_the_mse_for_a_single_layer_and_below_it_otherwise(net):
+    params, x, y = net(0, [4, 3], act="linear")
+    assert np.isclose(theory.equilibrated_energy(params, x, y), pclib.mse_loss(params, x, y, act="linear"))
+    for seed in range(5):
+        params, x, y = net(seed, [4, 5, 5, 3], act="linear")
+        assert theory.equilibrated_energy(params, x, y) <= pclib.mse_loss(params, x, y, act="linear") + 1e-12
+
+
+# --- the origin -------------------------------------------------------------------------------
+
+
+ORIGIN_WIDTHS = [[3, 4, 2], [5, 3, 4], [3, 4, 4, 2], [4, 3, 5, 3], [3, 2, 3, 4, 2], [2, 3, 3, 3, 3, 3]]
+
+
+@pytest.mark.parametrize("widths", ORIGIN_WIDTHS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_origin_hessians_match_jax_hessian(widths, seed, net):
+    params, x, y = net(seed, widths, act="linear", bias=False)
+    origin = zeros_like_net(params)
+    HL_th, HF_th = theory.origin_hessians(widths, x, y)
+    assert np.allclose(landscape.hessian(mse, origin, x, y), HL_th, atol=1e-12)
+    assert np.allclose(landscape.hessian(F_star, origin, x, y), HF_th, atol=1e-12)
+
+
+@pytest.mark.parametrize("widths", ORIGIN_WIDTHS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_origin_spectra_match_numerical_eigenvalues(widths, seed, net):
+    params, x, y = net(seed, widths, act="linear", bias=False)
+    origin = zeros_like_net(params)
+    sL, sF = theory.origin_spectra(widths, x, y)
+    assert np.allclose(landscape.spectrum(mse, origin, x, y), sL, atol=1e-10)
+    assert np.allclose(landscape.spectrum(F_star, origin, x, y), sF, atol=1e-10)
+    Syy = np.asarray(y.T @ y / y.shape[0])
+    lam_min_F = landscape.spectrum(F_star, origin, x, y)[0]
+    if len(widths) >= 4:  # two or more hidden layers: L's Hessian vanishes, F*'s lambda_min = -lambda_max(Syy)
+        assert np.abs(landscape.hessian(mse, origin, x, y)).max() == 0.0
+        assert np.isclose(lam_min_F, -np.linalg.eigvalsh(Syy)[-1], rtol=1e-10)
+    assert lam_min_F < -0.1  # strict
+
+
+def test_origin_is_critical_for_both():
+    params, x, y = pclib.random_problem(0, [3, 4, 4, 2], act="linear", bias=False)
+    origin = zeros_like_net(params)
+    for fn in (mse, F_star):
+        g = landscape.flatten(jax.grad(fn)(origin, x, y))[0]
+        assert np.abs(g).max() == 0.0
+
+
+# --- other zero-rank saddles --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths", [[3, 4, 4, 2], [3, 4, 3, 4, 2], [2, 3, 3, 3, 3, 2]])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_zero_rank_saddles_with_top_layer_zero_are_strict_in_F(widths, seed, net):
+    params, x, y = net(seed, widths, act="linear", bias=False)
+    L = len(params)
+    for keep in range(L - 1):  # all layers zero except layer `keep` (< L): W_L = 0 and W_{L-1}...W_1 = 0
+        p = [layer if i == keep else {"W": jnp.zeros_like(layer["W"])} for i, layer in enumerate(params)]
+        for fn in (mse, F_star):
+            assert np.abs(landscape.flatten(jax.grad(fn)(p, x, y))[0]).max() < 1e-14
+        HL, HF = landscape.hessian(mse, p, x, y), landscape.hessian(F_star, p, x, y)
+        K = theory.zero_rank_energy_curvature(p, y)
+        m = K.shape[0]
+        D = HF - HL
+        assert np.allclose(D[-m:, -m:], K, atol=1e-12)
+        assert np.abs(D[:-m]).max() < 1e-12 and np.abs(D[:, :-m]).max() < 1e-12
+        Syy = np.asarray(y.T @ y / y.shape[0])
+        G = np.asarray(theory.equilibrium_covariance(p[:-1]))
+        lam_min = np.linalg.eigvalsh(np.asarray(HF))[0]
+        assert lam_min <= -np.linalg.eigvalsh(Syy)[-1] * np.linalg.eigvalsh(G)[-1] + 1e-10
+        if L >= 4:  # three or more hidden layers: the MSE's Hessian vanishes there (non-strict)
+            assert np.abs(HL).max() < 1e-14
+
+
+def test_top_layer_only_is_not_a_critical_point_of_F():
+    params, x, y = pclib.random_problem(0, [3, 4, 4, 2], act="linear", bias=False)
+    p = [{"W": jnp.zeros_like(l["W"])} for l in params[:-1]] + [params[-1]]
+    assert np.abs(landscape.flatten(jax.grad(mse)(p, x, y))[0]).max() < 1e-14
+    assert np.abs(landscape.flatten(jax.grad(F_star)(p, x, y))[0]).max() > 1e-3
+
+
+# --- dead units and the rank-one probe -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dead_unit_direction_has_exact_negative_curvature(seed, net):
+    """If W_L v = 0 and W_{L-1}^T v = 0, then along W_L + t u v^T the loss is flat and
+    F*(t) = F*(0) - (t^2/2) mean_i (u^T S^-1 r_i)^2 / (1 + t^2 u^T S^-1 u)."""
+    params, x, y = net(seed, [3, 5, 4, 3], act="linear", bias=False)
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(4)
+    v /= np.linalg.norm(v)
+    Pv = np.eye(4) - np.outer(v, v)
+    params = [params[0], {"W": jnp.asarray(Pv) @ params[1]["W"]}, {"W": params[2]["W"] @ jnp.asarray(Pv)}]
+    u = rng.standard_normal(3)
+    u /= np.linalg.norm(u)
+    S = np.asarray(theory.equilibrium_covariance(params))
+    r = np.asarray(y - pclib.predict(params, x, act="linear"))
+    a = np.linalg.solve(S, r.T).T @ u
+    b = u @ np.linalg.solve(S, u)
+    F0, L0 = F_star(params, x, y), mse(params, x, y)
+    for t in (0.1, 0.7, 3.0):
+        p_t = params[:-1] + [{"W": params[2]["W"] + t * jnp.outer(u, v)}]
+        assert np.isclose(mse(p_t, x, y), L0, rtol=1e-12)
+        expected = F0 - 0.5 * t**2 * np.mean(a**2) / (1 + t**2 * b)
+        assert np.isclose(F_star(p_t, x, y), expected, rtol=1e-10)
+
+
+def _rank_one_saddle(seed, widths, k, n=40):
+    """Whitened inputs, noiseless teacher targets, and the balanced rank-one critical point built on
+    the teacher's k-th singular direction."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, widths[0])))
+    x = q * np.sqrt(n)
+    T = rng.standard_normal((widths[-1], widths[0]))
+    U, s, Vt = np.linalg.svd(T)
+    L = len(widths) - 1
+    c = s[k] ** (1 / L)
+    params = []
+    for l in range(L):
+        left = U[:, k] if l == L - 1 else np.eye(widths[l + 1])[0]
+        right = Vt[k] if l == 0 else np.eye(widths[l])[0]
+        params.append({"W": jnp.asarray(c * np.outer(left, right))})
+    return params, jnp.asarray(x), jnp.asarray(x @ T.T)
+
+
+@pytest.mark.parametrize("widths", [[5, 4, 4, 3], [5, 3, 4, 3, 3], [4, 3, 3, 3, 3, 2]])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rank_one_saddle_non_strict_in_L_strict_in_F(widths, seed):
+    params, x, y = _rank_one_saddle(seed, widths, k=0)
+    for fn in (mse, F_star):
+        assert np.abs(landscape.flatten(jax.grad(fn)(params, x, y))[0]).max() < 1e-12
+    eL, eF = landscape.spectrum(mse, params, x, y), landscape.spectrum(F_star, params, x, y)
+    assert eL[0] > -1e-10  # L: no negative curvature at all (a non-strict saddle: L is not minimal here)
+    assert mse(params, x, y) > 1e-3
+    r = y - pclib.predict(params, x, act="linear")
+    Srr = np.asarray(r.T @ r / r.shape[0])
+    assert np.isclose(eF[0], -np.linalg.eigvalsh(Srr)[-1], rtol=1e-8)
+    assert eF[0] < -1e-2
+
+
+# --- pclib.landscape ----------------------------------------------------------------------------
+
+
+def test_hvp_matches_dense_hessian(net):
+    params, x, y = net(0, [3, 4, 4, 2], act="tanh")
+    fn = lambda p, x, y: pclib.mse_loss(p, x, y, act="tanh")
+    H = landscape.hessian(fn, params, x, y)
+    hv = landscape.hvp(fn, params, x, y)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        v = rng.standard_normal(H.shape[0])
+        assert np.allclose(hv(v), H @ v, atol=1e-10)
+    with pytest.raises(ValueError, match="flat vector"):
+        hv(np.zeros(3))
+
+
+@pytest.mark.parametrize("which", ["SA", "LA"])
+def test_extreme_eigenvalues_match_dense(which, net):
+    params, x, y = net(1, [4, 6, 6, 3], act="linear")
+    for fn in (mse, F_star):
+        dense = landscape.spectrum(fn, params, x, y)
+        got = landscape.extreme_eigenvalues(fn, params, x, y, k=2, which=which)
+        want = dense[:2] if which == "SA" else dense[-2:]
+        assert np.allclose(got, want, atol=1e-7)
+
+
+def test_extreme_eigenvalues_at_the_origin():
+    params, x, y = pclib.random_problem(0, [6, 10, 10, 10, 4], act="linear", bias=False)
+    origin = zeros_like_net(params)
+    assert np.all(landscape.extreme_eigenvalues(mse, origin, x, y, k=2) == 0.0)
+    lam = landscape.extreme_eigenvalues(F_star, origin, x, y, k=1)
+    Syy = np.asarray(y.T @ y / y.shape[0])
+    assert np.isclose(lam[0], -np.linalg.eigvalsh(Syy)[-1], rtol=1e-7)
+
+
+def test_landscape_errors():
+    params, x, y = pclib.random_problem(0, [3, 4, 2], act="linear")
+    with pytest.raises(ValueError, match="which"):
+        landscape.extreme_eigenvalues(mse, params, x, y, which="BIG")
+    with pytest.raises(ValueError, match="k must be"):
+        landscape.extreme_eigenvalues(mse, params, x, y, k=0)
+    with pytest.raises(ValueError, match="scalar"):
+        landscape.hessian(lambda p, x, y: pclib.predict(p, x, act="linear"), params, x, y)
+    with pytest.raises(TypeError, match="fn must be a function"):
+        landscape.hessian("mse", params, x, y)
+
+
+def test_theory_errors():
+    params, x, y = pclib.random_problem(0, [3, 4, 4, 2], act="linear", bias=True)
+    with pytest.raises(ValueError, match="without biases"):
+        theory.zero_rank_energy_curvature(params, y)
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        theory.origin_hessians([3, 2], x, y)
+    with pytest.raises(ValueError, match="shapes"):
+        theory.origin_hessians([3, 4, 4, 5], x, y)
+    with pytest.raises(ValueError, match="features"):
+        theory.equilibrated_energy(params, x[:, :2], y)
+
+
+# --- training from near the origin ------------------------------------------------------------
+
+
+def test_pc_escapes_the_origin_faster_than_bp():
+    """Near the origin (std 5e-3, three hidden layers) SGD on PC leaves the plateau at least 5x sooner than BP
+    (BP usually not within the budget); PC's weight gradients are orders of magnitude larger."""
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.standard_normal((128, 6)))
+    Y = X @ jnp.asarray(rng.standard_normal((6, 3))) / np.sqrt(6)
+    budget = 400
+    for act in ("linear", "tanh"):
+        times, gn = {}, {}
+        for method in ("pc", "bp"):
+            params = pclib.init_mlp(jax.random.key(1), [6, 8, 8, 8, 3], bias=False, scale=5e-3)
+            opt = optax.sgd(0.4)
+            step = pclib.make_step(opt, method=method, act=act, steps=50, dt=0.1)
+            state = opt.init(params)
+            L0 = pclib.mse_loss(params, X, Y, act=act)
+            times[method] = budget
+            g0 = pclib.bp_grads(params, X, Y, act=act) if method == "bp" else pclib.pc_grads(
+                params, pclib.infer(params, X, Y, act=act, steps=50, dt=0.1).activities, act=act)
+            gn[method] = float(landscape.flatten(g0)[0] @ landscape.flatten(g0)[0]) ** 0.5
+            for t in range(budget):
+                params, state, _ = step(params, state, X, Y)
+                if pclib.mse_loss(params, X, Y, act=act) < 0.9 * L0:
+                    times[method] = t + 1
+                    break
+        assert times["pc"] < budget and times["bp"] >= 5 * times["pc"]
+        assert gn["pc"] > 100 * gn["bp"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_origin_with_precisions(seed):
+    """Chapter 5, exercise 2: lambda_min(Hess F*(0)) = -(pi_L^2 / pi_{L-1}) lambda_max(Syy) for H >= 2."""
+    params, x, y = pclib.random_problem(seed, [4, 5, 5, 3], act="linear", bias=False)
+    pi = jnp.exp(jax.random.normal(jax.random.key(seed), (3,)))
+    lam = landscape.spectrum(theory.equilibrated_energy, zeros_like_net(params), x, y, precisions=pi)[0]
+    Syy = np.asarray(y.T @ y) / len(y)
+    assert np.isclose(lam, -(pi[2] ** 2 / pi[1]) * np.linalg.eigvalsh(Syy)[-1], rtol=1e-10)
+
+
+def test_hessian_matches_flat_jax_hessian_with_biases(net):
+    """The assembled block Hessian follows landscape.flatten's order (W then b, layer by layer)."""
+    params, x, y = net(2, [3, 4, 2], act="tanh")
+    fn = lambda p, x, y: pclib.mse_loss(p, x, y, act="tanh")
+    flat, unflatten = landscape.flatten(params)
+    expected = jax.hessian(lambda w: fn(unflatten(w), x, y))(flat)
+    assert np.allclose(landscape.hessian(fn, params, x, y), expected, atol=1e-12)
