@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -211,6 +212,11 @@ def test_bench_quick_smoke(tmp_path):
     lin = data["sections"]["linear_equilibrium"]["rows"][0]
     assert lin["closed_error"] <= 1e-6 and lin["infer_error"] <= 1e-6
     assert "| A |" in md and "linear_equilibrium" in md
+    eq = data["sections"]["equilibrated_energy"]["rows"][0]
+    assert eq["closed_error"] <= 1e-6 and eq["infer_error"] <= 1e-6 and "equilibrated_energy" in md
+    lz = {(r["function"], r["which"]): r["eigenvalue"] for r in data["sections"]["lanczos"]["rows"]}
+    assert lz[("F* (equilibrated energy)", "smallest")] <= lz[("F* (equilibrated energy)", "largest")]
+    assert lz[("L (MSE)", "smallest")] <= lz[("L (MSE)", "largest")]
 
 
 def test_steps_to_accuracy_is_the_first_step_below_tol():
@@ -223,6 +229,35 @@ def test_steps_to_accuracy_is_the_first_step_below_tol():
         T = bench.steps_to_accuracy(params, x, y, z_ref, dt=dt, tol=1e-6, chunk=7)
         run = lambda k: bench._rel(bench._hidden(pclib.infer(params, x, y, act="linear", steps=k, dt=dt).activities), z_ref)
         assert run(T) <= 1e-6 < run(T - 1)
+
+
+def test_energy_steps_to_accuracy_is_the_first_step_below_tol():
+    """Likewise for the energy: T steps reach the closed-form F* within tol, T - 1 do not."""
+    with jax.enable_x64(True):
+        params, x, y = pclib.random_problem(2, [6, 5, 5, 4], act="linear", n=4)
+        _, lo, hi = bench._linear_reference(params, x, y)
+        f_ref = float(pclib.theory.equilibrated_energy(params, x, y))
+        dt = 2.0 / (lo + hi)
+        T = bench.energy_steps_to_accuracy(params, x, y, f_ref, dt=dt, tol=1e-8, chunk=7)
+        gap = lambda k: abs(float(pclib.infer(params, x, y, act="linear", steps=k, dt=dt).energies[-1]) - f_ref) / f_ref
+        assert gap(T) <= 1e-8 < gap(T - 1)
+
+
+def test_lanczos_item_matches_dense_spectra():
+    """The curvature item's eigenvalues equal the ends of dense Hessian spectra (numpy eigvalsh)."""
+    with jax.enable_x64(True):
+        rows = bench.bench_lanczos(width=5, depth=2, d_in=4, d_out=3, batch=16)
+        params = pclib.init_mlp(jax.random.key(0), [4, 5, 5, 3], bias=False)
+        kx, kw = jax.random.split(jax.random.key(1))
+        x = jax.random.normal(kx, (16, 4))
+        y = x @ jax.random.normal(kw, (4, 3)) / 2.0
+        fns = {"L (MSE)": lambda p: pclib.mse_loss(p, x, y, act="linear"),
+               "F* (equilibrated energy)": lambda p: pclib.theory.equilibrated_energy(p, x, y)}
+        for row in rows:
+            flat, unravel = jax.flatten_util.ravel_pytree(params)
+            ev = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda w: fns[row["function"]](unravel(w)))(flat)))
+            expected = ev[0] if row["which"] == "smallest" else ev[-1]
+            assert row["eigenvalue"] == pytest.approx(expected, rel=1e-6, abs=1e-9), row
 
 
 def test_steps_to_accuracy_says_when_it_gives_up():
