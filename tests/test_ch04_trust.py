@@ -195,6 +195,30 @@ def test_natural_gradient_error_is_first_order_in_output_error(seed):
     assert large[2] > large[3]  # BP + TR points closer to the PC gradient than BP alone
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_tr_term_is_large_and_opposes_bp_so_pc_gradient_is_shorter(seed):
+    """The chapter's observations on random 4-8-8-3 tanh nets (its figure of cosines and norm ratios), on
+    further nets: at output error s = 0.01 BP alone is not the PC direction (1 - cos > 0.01); at s = 0.01 and
+    s = 1 the TR term points largely against BP (cos < -0.5), its norm is 0.2 to 2 times BP's, and the PC
+    gradient at the iterated equilibrium is shorter than BP's. PC is computed by inference, BP and TR by
+    autodiff of the quadratic model, so the test can fail on any of the four."""
+    params, x, _ = random_net(seed, [4, 8, 8, 3], act="tanh", n=8)
+    ff = pclib.forward(params, x)
+    u = jax.random.normal(jax.random.key(seed + 100), ff[-1].shape)
+    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+    for s in (1e-2, 1.0):
+        y = ff[-1] + s * u
+        pc = pclib.pc_grads(params, pclib.infer(params, x, y, steps=1500, dt=0.2).activities)
+        d = theory.trust_region_decomposition(params, x, y)
+        assert float(theory.relative_error(d["bp"], pclib.bp_grads(params, x, y))) < 1e-12
+        if s == 1e-2:
+            assert 1 - float(theory.tree_cosine(d["bp"], pc)) > 1e-2
+        assert float(theory.tree_cosine(d["bp"], d["tr"])) < -0.5
+        bp_norm, tr_norm, pc_norm = (float(optax.tree.norm(g)) for g in (d["bp"], d["tr"], pc))
+        assert 0.2 < tr_norm / bp_norm < 2
+        assert bp_norm > pc_norm
+
+
 # --- learning-rate search ------------------------------------------------------------------------
 
 
@@ -253,3 +277,30 @@ def test_pc_tolerates_larger_learning_rates_in_deep_nets(seed):
     # at the best rates the curves are close: no clear winner per iteration (mean losses within 15%)
     assert 0.85 < pc.scores[pc.best_lr] / bp.scores[bp.best_lr] < 1.15
     assert any(bp.scores[lr] == float("inf") and np.isfinite(pc.scores[lr]) for lr in lrs)
+
+
+def _deep_search(seed):
+    """The chapter's deep-network experiment (same data, widths, grid and PC settings) from init key `seed`."""
+    ds = pclib.data.get("digits", seed=0)
+    x, y = np.asarray(ds.x_train[:512], np.float32), np.asarray(ds.y_train[:512], np.float32)
+    params = pclib.init_mlp(jax.random.key(seed), [64] + [64] * 9 + [10], dtype=jnp.float32)
+    lrs = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    opts = dict(epochs=10, batch_size=64, progress=False)
+    return lrs, {"bp": learning.lr_grid_search(params, x, y, lrs=lrs, method="bp", **opts),
+                 "pc": learning.lr_grid_search(params, x, y, lrs=lrs, method="pc", steps=50, dt=0.2, **opts)}
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_deep_comparison_at_chapter_settings_from_other_initialisations(seed):
+    """The chapter's four printed bounds (it uses init keys 0, 1, 2) from two further initialisations: PC's best
+    rate > 4x BP's, BP diverges where PC trains, PC's mean loss over the first quarter (20 of 80 iterations) is
+    below BP's, and the mean losses over all iterations are within 10%."""
+    lrs, search = _deep_search(seed)
+    bp, pc = search["bp"], search["pc"]
+    assert pc.best_lr > 4 * bp.best_lr  # strict, as the chapter's check
+    assert any(bp.scores[lr] == float("inf") and np.isfinite(pc.scores[lr]) for lr in lrs)
+    h_bp, h_pc = np.array(bp.histories[bp.best_lr]), np.array(pc.histories[pc.best_lr])
+    assert len(h_bp) == len(h_pc) == 80
+    assert h_pc[:20].mean() < h_bp[:20].mean()
+    assert abs(h_pc.mean() / h_bp.mean() - 1) < 0.1
+    assert h_pc.mean() == pytest.approx(pc.scores[pc.best_lr], rel=1e-6)  # the score is the mean over all iterations
