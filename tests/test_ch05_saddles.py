@@ -157,11 +157,49 @@ def test_zero_rank_saddles_with_top_layer_zero_are_strict_in_F(widths, seed, net
             assert np.abs(HL).max() < 1e-14
 
 
-def test_top_layer_only_is_not_a_critical_point_of_F():
-    params, x, y = pclib.random_problem(0, [3, 4, 4, 2], act="linear", bias=False)
+@pytest.mark.parametrize("widths", [[3, 4, 4, 2], [3, 4, 3, 4, 2]])
+def test_top_layer_only_is_not_a_critical_point_of_F(widths):
+    """H >= 2: with only W_L non-zero, L is critical (every product keeps a zero factor) but F* is not."""
+    params, x, y = pclib.random_problem(0, widths, act="linear", bias=False)
     p = [{"W": jnp.zeros_like(l["W"])} for l in params[:-1]] + [params[-1]]
     assert np.abs(landscape.flatten(jax.grad(mse)(p, x, y))[0]).max() < 1e-14
     assert np.abs(landscape.flatten(jax.grad(F_star)(p, x, y))[0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_layer_only_with_one_hidden_layer_is_not_critical_for_L(seed):
+    """H = 1: with W_1 = 0, dL/dW_1 = -W_2^T C (C = mean_i y_i x_i^T) is non-zero, so the H >= 2 condition
+    of the chapter's remark is needed."""
+    params, x, y = pclib.random_problem(seed, [3, 4, 2], act="linear", bias=False)
+    p = [{"W": jnp.zeros_like(params[0]["W"])}, params[1]]
+    g = jax.grad(mse)(p, x, y)
+    C = np.asarray(y.T @ x) / x.shape[0]
+    expected = -np.asarray(params[1]["W"]).T @ C
+    assert np.allclose(g[0]["W"], expected, atol=1e-12)
+    assert np.abs(expected).max() > 1e-2
+
+
+@pytest.mark.parametrize("widths", [[3, 4, 5, 2], [3, 4, 3, 4, 2]])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hessians_differ_by_syy_kron_g_on_the_subspace_top_layer_zero(widths, seed):
+    """Chapter 5, exercise 1: anywhere on W_L = 0 (lower layers arbitrary), F* = L and
+    Hess F* - Hess L = -Syy (x) G on the W_L block, zero elsewhere."""
+    params, x, y = pclib.random_problem(seed, widths, act="linear", bias=False)
+    p = params[:-1] + [{"W": jnp.zeros_like(params[-1]["W"])}]
+    assert np.isclose(F_star(p, x, y), mse(p, x, y), rtol=1e-12)
+    D = np.asarray(landscape.hessian(F_star, p, x, y) - landscape.hessian(mse, p, x, y))
+    Syy = np.asarray(y.T @ y) / y.shape[0]
+    G = np.eye(widths[-2])
+    for l in range(1, len(widths) - 2):  # G = I + sum (W_{L-1}...W_l)(W_{L-1}...W_l)^T, from the weights directly
+        M = np.eye(widths[-2])
+        for k in range(len(widths) - 3, l - 1, -1):
+            M = M @ np.asarray(p[k]["W"])
+        G = G + M @ M.T
+    m = Syy.shape[0] * G.shape[0]
+    expected = np.zeros_like(D)
+    expected[-m:, -m:] = -np.kron(Syy, G)
+    assert np.abs(D - expected).max() < 1e-12
+    assert np.abs(np.kron(Syy, G)).max() > 1e-2
 
 
 # --- dead units and the rank-one probe -----------------------------------------------------------
@@ -286,32 +324,53 @@ def test_theory_errors():
 # --- training from near the origin ------------------------------------------------------------
 
 
-def test_pc_escapes_the_origin_faster_than_bp():
-    """Near the origin (std 5e-3, three hidden layers) SGD on PC leaves the plateau at least 5x sooner than BP
-    (BP usually not within the budget); PC's weight gradients are orders of magnitude larger."""
+def _escape_losses(method, act, X, Y, seeds, iters, *, widths=(6, 8, 8, 8, 3), scale=5e-3, lr=0.4):
+    """Full-batch SGD from near the origin for several seeds at once; losses (seeds, iters + 1)."""
+    opt = optax.sgd(lr)
+    step = pclib.make_step(opt, method=method, act=act, steps=50, dt=0.1)
+    ps = [pclib.init_mlp(jax.random.key(s), list(widths), bias=False, scale=scale) for s in seeds]
+    ps = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ps)
+
+    def one(p):
+        def body(carry, _):
+            p, st = carry
+            p, st, _ = step(p, st, X, Y)
+            return (p, st), pclib.mse_loss(p, X, Y, act=act)
+
+        _, ls = jax.lax.scan(body, (p, opt.init(p)), None, length=iters)
+        return jnp.concatenate([pclib.mse_loss(p, X, Y, act=act)[None], ls])
+
+    return np.asarray(jax.jit(jax.vmap(one))(ps))
+
+
+def _escape_time(losses, frac=0.9):
+    """First iteration with loss < frac * initial loss, or the budget (len - 1) if never."""
+    below = losses < frac * losses[0]
+    return int(np.argmax(below)) if below.any() else len(losses) - 1
+
+
+@pytest.mark.parametrize("act", ["linear", "tanh", "relu"])
+def test_pc_escapes_the_origin_faster_than_bp(act):
+    """Near the origin (std 5e-3, three hidden layers of width 8) full-batch SGD on PC leaves the plateau
+    (loss < 90% of its start) within 600 iterations and at least 3x sooner than BP, on each of four seeds
+    (BP usually not within its 2000-iteration budget, so BP's time is then a lower bound); PC's weight
+    gradients at the start are more than 100x larger. ReLU escapes more slowly under PC (about 200-550
+    iterations here, against about 60-70 for linear and tanh)."""
     rng = np.random.default_rng(0)
     X = jnp.asarray(rng.standard_normal((128, 6)))
     Y = X @ jnp.asarray(rng.standard_normal((6, 3))) / np.sqrt(6)
-    budget = 400
-    for act in ("linear", "tanh"):
-        times, gn = {}, {}
-        for method in ("pc", "bp"):
-            params = pclib.init_mlp(jax.random.key(1), [6, 8, 8, 8, 3], bias=False, scale=5e-3)
-            opt = optax.sgd(0.4)
-            step = pclib.make_step(opt, method=method, act=act, steps=50, dt=0.1)
-            state = opt.init(params)
-            L0 = pclib.mse_loss(params, X, Y, act=act)
-            times[method] = budget
-            g0 = pclib.bp_grads(params, X, Y, act=act) if method == "bp" else pclib.pc_grads(
-                params, pclib.infer(params, X, Y, act=act, steps=50, dt=0.1).activities, act=act)
-            gn[method] = float(landscape.flatten(g0)[0] @ landscape.flatten(g0)[0]) ** 0.5
-            for t in range(budget):
-                params, state, _ = step(params, state, X, Y)
-                if pclib.mse_loss(params, X, Y, act=act) < 0.9 * L0:
-                    times[method] = t + 1
-                    break
-        assert times["pc"] < budget and times["bp"] >= 5 * times["pc"]
-        assert gn["pc"] > 100 * gn["bp"]
+    seeds, budget_pc, budget_bp, ratio = [0, 1, 2, 3], 600, 2000, 3
+    assert budget_bp >= ratio * budget_pc  # so BP's budget can witness the ratio for every PC time
+    t_pc = [_escape_time(l) for l in _escape_losses("pc", act, X, Y, seeds, budget_pc)]
+    t_bp = [_escape_time(l) for l in _escape_losses("bp", act, X, Y, seeds, budget_bp)]
+    for tp, tb in zip(t_pc, t_bp):
+        assert tp < budget_pc and tb >= ratio * tp, (act, t_pc, t_bp)
+    for s in seeds:
+        params = pclib.init_mlp(jax.random.key(s), [6, 8, 8, 8, 3], bias=False, scale=5e-3)
+        g_bp = landscape.flatten(pclib.bp_grads(params, X, Y, act=act))[0]
+        star = pclib.infer(params, X, Y, act=act, steps=50, dt=0.1).activities
+        g_pc = landscape.flatten(pclib.pc_grads(params, star, act=act))[0]
+        assert np.linalg.norm(g_pc) > 100 * np.linalg.norm(g_bp), (act, s)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
