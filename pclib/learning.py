@@ -89,6 +89,15 @@ def make_step(
     return step
 
 
+def minibatch_stream(x: Array, y: Array, *, epochs: int, batch_size: int, seed: int) -> tuple[Any, int]:
+    """Shuffled minibatches for ``epochs`` passes (a fresh shuffle each epoch) and their count."""
+    if not 1 <= batch_size <= x.shape[0]:
+        raise ValueError(f"batch_size must be between 1 and the number of samples {x.shape[0]}; got {batch_size}")
+    n_batches = epochs * (x.shape[0] // batch_size)
+    epochs_of_batches = (batches(x, y, batch_size=batch_size, seed=seed * 1_000_003 + e) for e in range(epochs))
+    return (b for epoch in epochs_of_batches for b in epoch), n_batches
+
+
 def train(
     params: Params,
     x: Array,
@@ -121,11 +130,7 @@ def train(
     step = make_step(optimizer, method=method, act=act, out_act=out_act, steps=steps, dt=dt, precisions=precisions)
     opt_state = optimizer.init(params)
     history: dict[str, list] = {"loss": []}
-    if not 1 <= batch_size <= x.shape[0]:
-        raise ValueError(f"batch_size must be between 1 and the number of samples {x.shape[0]}; got {batch_size}")
-    n_batches = epochs * (x.shape[0] // batch_size)
-    epochs_of_batches = (batches(x, y, batch_size=batch_size, seed=seed * 1_000_003 + e) for e in range(epochs))
-    stream = (b for epoch in epochs_of_batches for b in epoch)
+    stream, n_batches = minibatch_stream(x, y, epochs=epochs, batch_size=batch_size, seed=seed)
     for it, (xb, yb) in enumerate(tqdm(stream, total=n_batches, desc=method.upper(), disable=not progress)):
         params, opt_state, info = step(params, opt_state, xb, yb)
         if method == "pc":
@@ -267,8 +272,7 @@ def train_compare(
     check_params(params)
     x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
-    if not 1 <= batch_size <= x.shape[0]:
-        raise ValueError(f"batch_size must be between 1 and the number of samples {x.shape[0]}; got {batch_size}")
+    stream, n_batches = minibatch_stream(x, y, epochs=epochs, batch_size=batch_size, seed=seed)
     optimizer = optimizer if optimizer is not None else optax.sgd(0.1)
 
     @jax.jit
@@ -286,9 +290,6 @@ def train_compare(
 
     opt_state = optimizer.init(params)
     rows = []
-    n_batches = epochs * (x.shape[0] // batch_size)
-    epochs_of_batches = (batches(x, y, batch_size=batch_size, seed=seed * 1_000_003 + e) for e in range(epochs))
-    stream = (b for epoch in epochs_of_batches for b in epoch)
     for xb, yb in tqdm(stream, total=n_batches, desc="PC vs BP", disable=not progress):
         params, opt_state, info = step(params, opt_state, xb, yb)
         check_energies(info[-1], dt=dt, steps=steps)
