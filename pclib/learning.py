@@ -23,6 +23,7 @@ from .data import batches
 from .energy import as_precisions, energy, mse_loss
 from .inference import check_energies, infer
 from .model import Activation, Array, Params, check_data, check_params
+from .theory import cosine
 
 
 def pc_grads(
@@ -216,13 +217,10 @@ def update_cosine(a: Params, b: Params, *, per_layer: bool = False) -> Array:
         raise ValueError("update_cosine needs two updates with the same structure (both shaped like params)")
 
     def cos(u, v):
-        lu, lv = jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(v)
-        dot = sum(jnp.sum(p * q) for p, q in zip(lu, lv))
-        nu = jnp.sqrt(sum(jnp.sum(p**2) for p in lu))
-        nv = jnp.sqrt(sum(jnp.sum(q**2) for q in lv))
-        if not isinstance(nu, jax.core.Tracer) and (float(nu) == 0.0 or float(nv) == 0.0):
+        norms = [jnp.sqrt(sum(jnp.sum(p**2) for p in jax.tree_util.tree_leaves(t))) for t in (u, v)]
+        if not any(isinstance(n, jax.core.Tracer) for n in norms) and min(float(n) for n in norms) == 0.0:
             raise ValueError("update_cosine is undefined for a zero update; check that the gradients are non-zero")
-        return dot / (nu * nv)
+        return cosine(u, v)
 
     if per_layer:
         return jnp.stack([cos(u, v) for u, v in zip(a, b)])
@@ -231,13 +229,7 @@ def update_cosine(a: Params, b: Params, *, per_layer: bool = False) -> Array:
 
 def _cosine_traced(a: Params, b: Params) -> tuple[Array, Array]:
     """(overall cosine, per-layer cosines) without the concrete zero check, for use inside ``jit``."""
-
-    def cos(u, v):
-        lu, lv = jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(v)
-        dot = sum(jnp.sum(p * q) for p, q in zip(lu, lv))
-        return dot / jnp.sqrt(sum(jnp.sum(p**2) for p in lu) * sum(jnp.sum(q**2) for q in lv))
-
-    return cos(a, b), jnp.stack([cos(u, v) for u, v in zip(a, b)])
+    return cosine(a, b), jnp.stack([cosine(u, v) for u, v in zip(a, b)])
 
 
 def train_compare(

@@ -25,9 +25,11 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 
-from .energy import as_precisions
-from .model import Activation, Array, Params, check_data, check_params, layer_activations, preactivation
+from .energy import as_precisions, energy, energy_gradient_split, errors, mse_loss, sample_energies
+from .inference import infer
+from .model import Activation, Array, Params, check_data, check_params, forward, layer_activations, predict, preactivation
 
 
 def _bias(layer: dict, dtype) -> Array:
@@ -183,7 +185,6 @@ def _hidden_widths(params: Params) -> list[int]:
 def _error_vector(params: Params, x_i: Array, y_i: Array, z_flat: Array, *, act, out_act, pi) -> Array:
     r"""$(\sqrt{\pi_1}\varepsilon_1, \dots, \sqrt{\pi_L}\varepsilon_L)$ of one sample as a function of its
     flattened hidden activities, so that $F_i = \frac12\lVert r(z)\rVert^2$."""
-    from .energy import errors
 
     widths = _hidden_widths(params)
     cuts = [sum(widths[: k + 1]) for k in range(len(widths) - 1)]
@@ -193,7 +194,6 @@ def _error_vector(params: Params, x_i: Array, y_i: Array, z_flat: Array, *, act,
 
 
 def _ffwd_hidden(params: Params, x: Array, *, act, out_act) -> Array:
-    from .model import forward
 
     return jnp.concatenate(forward(params, x, act=act, out_act=out_act)[1:-1], axis=1)
 
@@ -307,7 +307,6 @@ def trust_region_energy(
 
     the model's value at its minimiser $\Delta z = -\mathcal I^{-1}g$. Exact ($= \mathcal F^*$) for linear networks.
     """
-    from .energy import mse_loss
 
     I = fisher_information(params, x, act=act, out_act=out_act, precisions=precisions)
     g = activity_gradient(params, x, y, act=act, out_act=out_act, precisions=precisions)
@@ -336,7 +335,6 @@ def trust_region_decomposition(
     $\mathcal I$ with $\theta$. Returns ``{"bp": ..., "tr": ..., "approx": bp + tr}``, each a params pytree.
     Exact for linear networks (where $\tilde F^* = \mathcal F^*$).
     """
-    from .energy import mse_loss
 
     pi = as_precisions(precisions, len(params), jnp.asarray(x).dtype)
     bp = jax.grad(lambda p: pi[-1] * mse_loss(p, x, y, act=act, out_act=out_act))(params)
@@ -346,12 +344,8 @@ def trust_region_decomposition(
 
 
 def tree_cosine(a: Any, b: Any) -> Array:
-    r"""Cosine of the angle between two pytrees read as flat vectors."""
-    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    dot = sum(jnp.sum(u * v) for u, v in zip(la, lb))
-    na = jnp.sqrt(sum(jnp.sum(u**2) for u in la))
-    nb = jnp.sqrt(sum(jnp.sum(v**2) for v in lb))
-    return dot / (na * nb)
+    r"""Cosine of the angle between two pytrees read as flat vectors (the same as :func:`cosine`)."""
+    return cosine(a, b)
 
 
 # --- chapter 2: EM view ---
@@ -380,7 +374,6 @@ def marginal_residual(
     Raises ``ValueError`` if $\nabla_z\mathcal L = 0$ (the output already fits its target), where
     the ratio is undefined.
     """
-    from .energy import energy_gradient_split
 
     gL, gE = energy_gradient_split(params, activities, act=act, out_act=out_act, precisions=precisions)
     num = jnp.sqrt(sum(jnp.sum((a + b) ** 2) for a, b in zip(gL, gE)))
@@ -412,7 +405,6 @@ def loss_descent_rate(
     follows its own flow; the batch loss $\mathcal L = \frac1N\sum_i \mathcal L_i$ falls at the mean rate.
     At the feedforward pass $\nabla_z\tilde E = 0$ and the rate is $\lVert\nabla_z\mathcal L\rVert^2 \ge 0$.
     """
-    from .energy import energy_gradient_split
 
     gL, gE = energy_gradient_split(params, activities, act=act, out_act=out_act, precisions=precisions)
     return sum(jnp.sum(a * (a + b), axis=1) for a, b in zip(gL, gE))
@@ -425,7 +417,6 @@ def linear_equilibrated_energy(params: Params, x: Array, y: Array, *, precisions
     $\nabla_\theta\mathcal F^* = \partial_\theta\mathcal F(z^*;\theta)$, PC's weight gradient at the
     exact equilibrium. $\mathcal F^* \le \mathcal L(\theta)$, the feedforward loss.
     """
-    from .energy import energy
 
     z = linear_equilibrium(params, x, y, precisions=precisions)
     return energy(params, z, act="linear", out_act="linear", precisions=precisions)
@@ -591,7 +582,6 @@ def equilibrium(
     """
     if act == "linear" and out_act == "linear":
         return linear_equilibrium(params, x, y, precisions=precisions)
-    from .inference import infer
 
     pi = as_precisions(precisions, len(params), params[0]["W"].dtype)
     if dt is None:
@@ -628,14 +618,9 @@ def interpolation_sweep(
     ``pinv`` is passed to :func:`tp_targets` (for non-square weights). Returns a dict of NumPy
     arrays of shape ``(len(ratios),)`` plus ``"ratios"``.
     """
-    import numpy as np
-
     L = len(params)
     if L < 2:
         raise ValueError("the interpolation needs at least one hidden layer (two weight layers)")
-    from .energy import errors
-    from .model import forward
-
     ff = forward(params, x, act=act, out_act=out_act)
     ts = tp_targets(params, y, act=act, out_act=out_act, lowest=1, pinv=pinv)
     delta = backprop_errors(params, ff, y - ff[-1], act=act, out_act=out_act)
@@ -672,7 +657,6 @@ def sample_activity_hessians(
     $A_l = \partial\varepsilon_l / \partial z$, and $1 - \mathrm dt\,\lambda_{\min}$ is the rate at which
     inference approaches that point.
     """
-    from .energy import sample_energies
 
     free = tuple(int(l) for l in free)
     sizes = [int(jnp.shape(activities[l])[1]) for l in free]
@@ -715,7 +699,6 @@ def random_invertible_problem(
     so that every TP target exists and lies inside tanh's range.
     Returns ``(params, x, y)``; :func:`tp_targets` recovers $x'$ as $t_0$.
     """
-    from .model import predict
 
     if not float(spread) >= 1.0:
         raise ValueError(f"spread must be >= 1 (the largest singular value over the gain); got {spread!r}")
@@ -753,7 +736,6 @@ def generalised_energy(
     $h(e) = e^2/2$ gives the usual energy. ``h`` is an elementwise JAX function, e.g.
     ``lambda e: 0.5 * jnp.log1p(e**2)`` (Cauchy errors, whose gradient $e/(1+e^2)$ is a divisive error).
     """
-    from .energy import errors
 
     eps = errors(params, activities, act=act, out_act=out_act)
     pi = as_precisions(precisions, len(params), eps[0].dtype)
@@ -777,7 +759,6 @@ def generalised_infer(
 
     Returns the activities ``[x, z_1, ..., z_{L-1}, y]``; the energy is checked to have fallen.
     """
-    from .model import forward
 
     check_params(params)
     x, y = jnp.asarray(x), jnp.asarray(y)
