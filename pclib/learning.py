@@ -23,7 +23,7 @@ from .data import batches
 from .energy import as_precisions, energy, mse_loss
 from .inference import check_energies, infer
 from .model import Activation, Array, Params, check_data, check_params
-from .theory import cosine
+from .theory.util import cosine
 
 
 def pc_grads(

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import pclib
-from pclib import landscape as ls
+from pclib.theory import toy
 from pclib import learning, theory
 from conftest import random_net
 
@@ -30,11 +30,11 @@ def test_toy_equilibrated_energy_closed_form_matches_inference(seed):
     x, y = toy_data(seed)
     w = jnp.asarray(np.random.default_rng(seed + 50).uniform(-2, 2, size=2))
     dt = 0.5 / (1 + float(w[1]) ** 2)
-    iterative = ls.toy_energy_after(w, x, y, steps=3000, dt=dt)
-    closed = ls.toy_equilibrated_energy(w, x, y)
+    iterative = toy.toy_energy_after(w, x, y, steps=3000, dt=dt)
+    closed = toy.toy_equilibrated_energy(w, x, y)
     assert abs(float(iterative - closed)) < 1e-10 * max(1.0, float(closed))
     # and the same value from the general linear closed form of chapter 1
-    params = ls.toy_params(w[0], w[1])
+    params = toy.toy_params(w[0], w[1])
     star = theory.linear_equilibrium(params, x[:, None], y[:, None])
     assert abs(float(pclib.energy(params, star, act="linear") - closed)) < 1e-12
 
@@ -43,11 +43,11 @@ def test_toy_equilibrated_energy_closed_form_matches_inference(seed):
 def test_toy_energy_starts_at_loss_and_flattens_with_inference(seed):
     x, y = toy_data(seed)
     w1s, w2s = jnp.linspace(-2, 2, 9), jnp.linspace(-2, 2, 7)
-    L = ls.loss_grid(x, y, w1s, w2s)
+    L = toy.loss_grid(x, y, w1s, w2s)
     W1, W2 = np.meshgrid(np.asarray(w1s), np.asarray(w2s))
     assert np.allclose(L, 0.5 * np.mean((np.asarray(y) - (W1 * W2)[..., None] * np.asarray(x)) ** 2, -1), atol=1e-12)
-    grids = [ls.energy_grid(x, y, w1s, w2s, steps=k, dt=0.1) for k in (0, 1, 5, 20, 100)]
-    Fstar = ls.energy_grid(x, y, w1s, w2s)
+    grids = [toy.energy_grid(x, y, w1s, w2s, steps=k, dt=0.1) for k in (0, 1, 5, 20, 100)]
+    Fstar = toy.energy_grid(x, y, w1s, w2s)
     assert np.allclose(grids[0], L, atol=1e-12)
     for a, b in zip(grids, grids[1:]):
         assert np.all(np.asarray(b) <= np.asarray(a) + 1e-12)  # pointwise non-increasing in inference time
@@ -60,10 +60,10 @@ def test_pc_weight_gradient_at_equilibrium_is_gradient_of_F_star(seed):
     """Envelope theorem: dF/dw at the equilibrium activities = the gradient of the closed-form F*."""
     x, y = toy_data(seed)
     w = jnp.asarray(np.random.default_rng(seed + 7).uniform(-1.5, 1.5, size=2))
-    params = ls.toy_params(w[0], w[1])
+    params = toy.toy_params(w[0], w[1])
     star = theory.linear_equilibrium(params, x[:, None], y[:, None])
     g_pc = pclib.pc_grads(params, star, act="linear")
-    g_closed = jax.grad(ls.toy_equilibrated_energy)(w, x, y)
+    g_closed = jax.grad(toy.toy_equilibrated_energy)(w, x, y)
     assert np.allclose([g_pc[0]["W"][0, 0], g_pc[1]["W"][0, 0]], g_closed, atol=1e-12)
 
 
@@ -73,14 +73,14 @@ def test_saddle_hessians_and_curvatures(seed):
     F*'s escape curvature is more negative and its trap curvature flatter than L's."""
     x, y = toy_data(seed)
     a, b = float(jnp.mean(x * y)), float(jnp.mean(y**2))
-    HL = jax.hessian(ls.toy_loss)(jnp.zeros(2), x, y)
-    HF = jax.hessian(ls.toy_equilibrated_energy)(jnp.zeros(2), x, y)
+    HL = jax.hessian(toy.toy_loss)(jnp.zeros(2), x, y)
+    HF = jax.hessian(toy.toy_equilibrated_energy)(jnp.zeros(2), x, y)
     assert np.allclose(HL, [[0, -a], [-a, 0]], atol=1e-12)
     assert np.allclose(HF, [[0, -a], [-a, -b]], atol=1e-12)
     lL, lF = np.linalg.eigvalsh(HL), np.linalg.eigvalsh(HF)
     assert np.allclose(lF, [-(b + np.hypot(b, 2 * a)) / 2, (np.hypot(b, 2 * a) - b) / 2], atol=1e-12)
     assert lF[0] < lL[0] < 0 < lF[1] < lL[1]
-    assert np.allclose(jax.grad(ls.toy_loss)(jnp.zeros(2), x, y), 0) and np.allclose(jax.grad(ls.toy_equilibrated_energy)(jnp.zeros(2), x, y), 0)
+    assert np.allclose(jax.grad(toy.toy_loss)(jnp.zeros(2), x, y), 0) and np.allclose(jax.grad(toy.toy_equilibrated_energy)(jnp.zeros(2), x, y), 0)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -92,13 +92,13 @@ def test_pc_escapes_saddle_first_from_small_inits(seed):
     ang = rng.uniform(0, 2 * np.pi, 200)
     inits = 1e-3 * np.stack([np.cos(ang), np.sin(ang)], 1)
     lr = 0.1
-    s_L = ls.escape_steps(lambda w: ls.toy_loss(w, x, y), inits, lr=lr, radius=0.5, max_steps=4000)
-    s_F = ls.escape_steps(lambda w: ls.toy_equilibrated_energy(w, x, y), inits, lr=lr, radius=0.5, max_steps=4000)
+    s_L = toy.escape_steps(lambda w: toy.toy_loss(w, x, y), inits, lr=lr, radius=0.5, max_steps=4000)
+    s_F = toy.escape_steps(lambda w: toy.toy_equilibrated_energy(w, x, y), inits, lr=lr, radius=0.5, max_steps=4000)
     assert s_L.max() <= 4000 and s_F.max() <= 4000
     assert np.mean(s_F < s_L) >= 0.99
     wider = 1e-2 * np.stack([np.cos(ang), np.sin(ang)], 1)  # the chapter's printed case: r = 0.01, >= 90%
-    s_L2 = ls.escape_steps(lambda w: ls.toy_loss(w, x, y), wider, lr=lr, radius=0.5, max_steps=4000)
-    s_F2 = ls.escape_steps(lambda w: ls.toy_equilibrated_energy(w, x, y), wider, lr=lr, radius=0.5, max_steps=4000)
+    s_L2 = toy.escape_steps(lambda w: toy.toy_loss(w, x, y), wider, lr=lr, radius=0.5, max_steps=4000)
+    s_F2 = toy.escape_steps(lambda w: toy.toy_equilibrated_energy(w, x, y), wider, lr=lr, radius=0.5, max_steps=4000)
     assert np.mean(s_F2 < s_L2) >= 0.9
     a, b = abs(float(jnp.mean(x * y))), float(jnp.mean(y**2))
     rate_L, rate_F = np.log(1 + lr * a), np.log(1 + lr * (b + np.hypot(b, 2 * a)) / 2)
@@ -108,14 +108,14 @@ def test_pc_escapes_saddle_first_from_small_inits(seed):
 
 def test_gd_path_and_grids_agree_with_autodiff():
     x, y = toy_data(0)
-    fn = lambda w: ls.toy_equilibrated_energy(w, x, y)
-    path = ls.gd_path(fn, jnp.array([0.3, -0.2]), lr=0.05, steps=3)
+    fn = lambda w: toy.toy_equilibrated_energy(w, x, y)
+    path = toy.gd_path(fn, jnp.array([0.3, -0.2]), lr=0.05, steps=3)
     w = jnp.array([0.3, -0.2])
     for k in range(3):
         w = w - 0.05 * jax.grad(fn)(w)
         assert np.allclose(path[k + 1], w, atol=1e-14)
     w1s, w2s = jnp.array([-1.0, 0.5]), jnp.array([0.2, 0.7, 1.1])
-    G = ls.gradient_grid(fn, w1s, w2s)
+    G = toy.gradient_grid(fn, w1s, w2s)
     assert G.shape == (3, 2, 2)
     assert np.allclose(G[2, 0], jax.grad(fn)(jnp.array([-1.0, 1.1])), atol=1e-14)
 
@@ -244,13 +244,13 @@ def test_bad_input_errors_name_the_fix():
     with pytest.raises(ValueError, match="at least one hidden layer"):
         theory.fisher_information(params, x)
     with pytest.raises(ValueError, match="same number"):
-        ls.toy_loss(jnp.zeros(2), jnp.ones(3), jnp.ones(2))
+        toy.toy_loss(jnp.zeros(2), jnp.ones(3), jnp.ones(2))
     with pytest.raises(ValueError, match="1-D arrays"):
-        ls.loss_grid(jnp.ones(1), jnp.ones(1), jnp.ones((2, 2)), jnp.ones(3))
+        toy.loss_grid(jnp.ones(1), jnp.ones(1), jnp.ones((2, 2)), jnp.ones(3))
     with pytest.raises(ValueError, match="lr > 0"):
-        ls.gd_path(lambda w: jnp.sum(w**2), jnp.zeros(2), lr=-1.0, steps=3)
+        toy.gd_path(lambda w: jnp.sum(w**2), jnp.zeros(2), lr=-1.0, steps=3)
     with pytest.raises(ValueError, match="shape"):
-        ls.escape_steps(lambda w: jnp.sum(w**2), jnp.zeros(2), lr=0.1, radius=1.0, max_steps=3)
+        toy.escape_steps(lambda w: jnp.sum(w**2), jnp.zeros(2), lr=0.1, radius=1.0, max_steps=3)
     with pytest.raises(ValueError, match="positive learning rates"):
         learning.lr_grid_search(params, x, y, lrs=[])
     with pytest.raises(ValueError, match="unknown score"):

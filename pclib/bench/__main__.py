@@ -1,0 +1,5 @@
+"""``python -m pclib.bench``."""
+
+from .core import main
+
+main()

@@ -1,0 +1,64 @@
+r"""The theory of PC networks in code: closed forms and the quantities the chapters compare
+iterative inference and learning against.
+
+One module per concept:
+
+* :mod:`~pclib.theory.linear`: linear PCNs in closed form (activity Hessian, equilibrium, one
+  layer's exact flow, equilibrated energy and its covariance $S$);
+* :mod:`~pclib.theory.targets`: backprop errors, target-propagation targets and the interpolation
+  between them;
+* :mod:`~pclib.theory.precisions`: precision schemes and generalised energies;
+* :mod:`~pclib.theory.descent`: how inference moves the loss (marginal condition, energy gradient bound);
+* :mod:`~pclib.theory.trust_region`: the Fisher information of the activities and the trust-region view;
+* :mod:`~pclib.theory.toy`: the two-weight toy chain and its landscapes;
+* :mod:`~pclib.theory.saddles`: Hessians at the origin of linear networks;
+* :mod:`~pclib.theory.util`: cosines, angles and relative errors of pytrees.
+
+Every public name is importable as ``pclib.theory.<name>``. The inference variants
+:func:`~pclib.equilibria.equilibrium` and :func:`~pclib.equilibria.generalised_infer` live in
+:mod:`pclib.equilibria`, next to inference, and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .descent import loss_descent_rate, marginal_residual
+from .linear import (
+    equilibrated_energy, equilibrium_covariance, layer_flow, linear_activity_hessian, linear_equilibrated_energy,
+    linear_equilibrium,
+)
+from .precisions import RATIO_SCHEMES, generalised_energy, lambda_precisions, ratio_precisions
+from .saddles import origin_hessians, origin_spectra, zero_rank_energy_curvature
+from .targets import backprop_errors, interpolation_sweep, random_invertible_problem, sample_activity_hessians, tp_targets
+from .toy import (
+    energy_grid, escape_steps, gd_path, gradient_grid, grid_2d, loss_grid, toy_energy_after, toy_equilibrated_energy,
+    toy_loss, toy_params,
+)
+from .trust_region import (
+    activity_gradient, fisher_information, natural_gradient_step, trust_region_decomposition, trust_region_energy,
+)
+from .util import angle, cosine, relative_error, tree_cosine
+
+_FROM_EQUILIBRIA = ("equilibrium", "generalised_infer")
+
+
+def __getattr__(name: str) -> Any:
+    # Resolved on first use: pclib.equilibria itself builds on pclib.theory.linear.
+    if name in _FROM_EQUILIBRIA:
+        from .. import equilibria
+
+        return getattr(equilibria, name)
+    raise AttributeError(f"module 'pclib.theory' has no attribute {name!r}")
+
+
+__all__ = [
+    "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "cosine", "energy_grid", "equilibrated_energy",
+    "equilibrium", "equilibrium_covariance", "escape_steps", "fisher_information", "gd_path", "generalised_energy",
+    "generalised_infer", "gradient_grid", "grid_2d", "interpolation_sweep", "lambda_precisions", "layer_flow",
+    "linear_activity_hessian", "linear_equilibrated_energy", "linear_equilibrium", "loss_descent_rate", "loss_grid",
+    "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_spectra", "random_invertible_problem",
+    "ratio_precisions", "relative_error", "sample_activity_hessians", "toy_energy_after", "toy_equilibrated_energy",
+    "toy_loss", "toy_params", "tp_targets", "tree_cosine", "trust_region_decomposition", "trust_region_energy",
+    "zero_rank_energy_curvature",
+]

@@ -1,0 +1,189 @@
+r"""Closed forms for *linear* PCNs: the activity Hessian, the equilibrium, one layer's exact flow,
+and the equilibrated energy with its covariance $S$.
+
+Linear networks (Millidge et al. 2022, Thm 3.4/3.5 and App. A.3/A.4). For $f_l = \mathrm{id}$
+the per-sample energy is a convex quadratic in the hidden activities
+$z = (z_1, \dots, z_{L-1})$. Its gradient in $z_l$ is
+
+$$\pi_l(z_l - W_l z_{l-1} - b_l) - \pi_{l+1} W_{l+1}^\top (z_{l+1} - W_{l+1} z_l - b_{l+1}),$$
+
+so the equilibrium solves one block-tridiagonal linear system $H z = r$ with
+
+$$H_{ll} = \pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}, \quad H_{l,l-1} = -\pi_l W_l, \quad
+H_{l,l+1} = -\pi_{l+1} W_{l+1}^\top .$$
+
+$H$ is the Hessian of the energy in the activities: it does not depend on the activities and
+is positive definite, so the equilibrium is unique. Setting the other layers to their
+equilibrium values recovers Millidge et al.'s layerwise form
+$z_l^* = (I + \pi_l^{-1}\pi_{l+1} W_{l+1}^\top W_{l+1})^{-1}[W_l z_{l-1}^* + \pi_l^{-1}\pi_{l+1} W_{l+1}^\top z_{l+1}^*]$
+(with zero biases).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+
+from ..energy import as_precisions, energy
+from ..model import Array, Params, check_data, check_params, preactivation
+
+
+def _bias(layer: dict, dtype) -> Array:
+    b = layer.get("b")
+    return jnp.zeros((layer["W"].shape[0],), dtype) if b is None else b
+
+
+def linear_activity_hessian(params: Params, *, precisions: Any = None) -> Array:
+    r"""The Hessian $H$ of a sample's energy in the hidden activities of a *linear* PCN.
+
+    Shape ``(D, D)`` with $D = d_1 + \dots + d_{L-1}$, blocks ordered by layer.
+    Its diagonal blocks are $\pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}$ (Millidge et al. 2022, Eq. 28).
+    """
+    check_params(params)
+    L = len(params)
+    dtype = params[0]["W"].dtype
+    pi = as_precisions(precisions, L, dtype)
+    dims = [p["W"].shape[0] for p in params[:-1]]
+    offs = [sum(dims[:i]) for i in range(len(dims) + 1)]
+    H = jnp.zeros((offs[-1], offs[-1]), dtype)
+    for i in range(L - 1):  # hidden layer l = i + 1
+        W_up = params[i + 1]["W"]
+        s = slice(offs[i], offs[i + 1])
+        H = H.at[s, s].set(pi[i] * jnp.eye(dims[i], dtype=dtype) + pi[i + 1] * W_up.T @ W_up)
+        if i + 1 < L - 1:
+            s_up = slice(offs[i + 1], offs[i + 2])
+            H = H.at[s, s_up].set(-pi[i + 1] * W_up.T)
+            H = H.at[s_up, s].set(-pi[i + 1] * W_up)
+    return H
+
+
+def linear_equilibrium(params: Params, x: Array, y: Array, *, precisions: Any = None) -> list[Array]:
+    r"""Exact inference equilibrium of a linear PCN with input $x$ and output $y$ clamped.
+
+    A direct linear solve (Cholesky) of $H z^* = r$, not an iteration; see the module docstring.
+    Millidge et al. (2022), Theorems 3.4 (unit precisions) and 3.5 (scalar precisions).
+
+    Returns
+    -------
+    ``[x, z_1*, ..., z_{L-1}*, y]``, aligned with :func:`pclib.forward`'s activities.
+    """
+    check_params(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(params, x, y)
+    L = len(params)
+    if L == 1:
+        return [x, y]
+    dtype = params[0]["W"].dtype
+    pi = as_precisions(precisions, L, dtype)
+    rhs = []
+    for i in range(L - 1):  # hidden layer l = i + 1, predicted by params[i], predicting via params[i + 1]
+        lo, up = params[i], params[i + 1]
+        r = pi[i] * _bias(lo, dtype) - pi[i + 1] * up["W"].T @ _bias(up, dtype)
+        r = jnp.broadcast_to(r, (x.shape[0],) + r.shape)
+        if i == 0:
+            r = r + pi[0] * x @ lo["W"].T
+        if i == L - 2:
+            r = r + pi[L - 1] * y @ up["W"]
+        rhs.append(r)
+    H = linear_activity_hessian(params, precisions=pi)
+    z = jsl.cho_solve(jsl.cho_factor(H), jnp.concatenate(rhs, axis=1).T).T
+    sizes = [p["W"].shape[0] for p in params[:-1]]
+    splits = [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
+    return [x] + list(jnp.split(z, splits, axis=1)) + [y]
+
+
+def layer_flow(
+    params: Params, activities: Sequence[Array], layer: int, times: Array, *, precisions: Any = None
+) -> Array:
+    r"""Exact continuous-time inference path of one layer of a linear PCN, its neighbours held fixed.
+
+    With $z_{l-1}$ and $z_{l+1}$ fixed, $\dot z_l = -\partial F/\partial z_l = -A z_l + c$ with
+    $A = \pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}$, so
+
+    $$z_l(t) = z_l^\star + e^{-A t}\,\big(z_l(0) - z_l^\star\big), \qquad z_l^\star = A^{-1} c .$$
+
+    This is exact for the hidden layer of a two-layer network with both ends clamped
+    (Millidge et al. 2022, App. A.4, whose Eq. 30 flips the sign of the drift, so Eq. 31 grows).
+
+    Returns an array of shape ``(len(times), N, d_l)`` starting from ``activities[layer]``.
+    """
+    check_params(params)
+    if not 1 <= layer <= len(params) - 1:
+        raise ValueError(f"layer must be a hidden layer, 1..{len(params) - 1}; got {layer}")
+    dtype = params[0]["W"].dtype
+    pi = as_precisions(precisions, len(params), dtype)
+    lo, up = params[layer - 1], params[layer]
+    A = pi[layer - 1] * jnp.eye(lo["W"].shape[0], dtype=dtype) + pi[layer] * up["W"].T @ up["W"]
+    c = pi[layer - 1] * preactivation(lo, activities[layer - 1]) + pi[layer] * (
+        activities[layer + 1] - _bias(up, dtype)
+    ) @ up["W"]
+    z_star = jnp.linalg.solve(A, c.T).T
+    dz0 = activities[layer] - z_star
+    return jnp.stack([z_star + dz0 @ jsl.expm(-A * t).T for t in jnp.asarray(times, dtype)])
+
+
+def linear_equilibrated_energy(params: Params, x: Array, y: Array, *, precisions: Any = None) -> Array:
+    r"""$\mathcal F^*(\theta) = \min_z \mathcal F(z;\theta)$ for a *linear* PCN, via :func:`linear_equilibrium`.
+
+    Differentiable in ``params``: by the envelope theorem (chapter 2),
+    $\nabla_\theta\mathcal F^* = \partial_\theta\mathcal F(z^*;\theta)$, PC's weight gradient at the
+    exact equilibrium. $\mathcal F^* \le \mathcal L(\theta)$, the feedforward loss.
+    """
+
+    z = linear_equilibrium(params, x, y, precisions=precisions)
+    return energy(params, z, act="linear", out_act="linear", precisions=precisions)
+
+
+def _linear_output(params: Params, x: Array) -> Array:
+    """The feedforward output of the *linear* network (biases included)."""
+    z = x
+    for layer in params:
+        z = preactivation(layer, z)
+    return z
+
+
+def equilibrium_covariance(params: Params, *, precisions: Any = None) -> Array:
+    r"""The matrix $S$ of the equilibrated energy of a linear PCN, shape ``(d_L, d_L)``.
+
+    $$S = \sum_{\ell=1}^{L} \pi_\ell^{-1} M_\ell M_\ell^\top, \qquad M_\ell = W_L W_{L-1}\cdots W_{\ell+1},
+    \quad M_L = I,$$
+
+    which for unit precisions is $I + \sum_{\ell=2}^{L}(W_L\cdots W_\ell)(W_L\cdots W_\ell)^\top$
+    (Innocenti et al. 2024, Thm 1). It is the covariance of the output under the generative model
+    $z_\ell = W_\ell z_{\ell-1} + b_\ell + \varepsilon_\ell$, $\varepsilon_\ell \sim \mathcal N(0, \pi_\ell^{-1} I)$,
+    given the input, and is positive definite ($S \succeq \pi_L^{-1} I$).
+    """
+    check_params(params)
+    L = len(params)
+    dtype = params[0]["W"].dtype
+    pi = as_precisions(precisions, L, dtype)
+    d = params[-1]["W"].shape[0]
+    M = jnp.eye(d, dtype=dtype)
+    S = M / pi[L - 1]
+    for l in range(L - 1, 0, -1):  # M_l = W_L ... W_{l+1}; params[l] is W_{l+1}
+        M = M @ params[l]["W"]
+        S = S + (M @ M.T) / pi[l - 1]
+    return S
+
+
+def equilibrated_energy(params: Params, x: Array, y: Array, *, precisions: Any = None) -> Array:
+    r"""The energy of a *linear* PCN at its inference equilibrium, in closed form (no inference).
+
+    $$\mathcal F^* = \frac{1}{2N}\sum_{i=1}^N r_i^\top S^{-1} r_i, \qquad r_i = y_i - \hat y_i,$$
+
+    with $S$ from :func:`equilibrium_covariance` and $\hat y_i$ the feedforward output
+    (Innocenti et al. 2024, Thm 1, there without biases: $r_i = y_i - W_L\cdots W_1 x_i$).
+    Biases are supported: they shift the output by the propagated bias, which the feedforward
+    output $\hat y_i$ includes, and leave $S$ unchanged. It is the MSE rescaled by $S^{-1}$, computed
+    with a Cholesky solve. The activation is the identity throughout; for nonlinear networks
+    run :func:`pclib.infer`.
+    """
+    check_params(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(params, x, y)
+    r = y - _linear_output(params, x)
+    S = equilibrium_covariance(params, precisions=precisions)
+    Sinv_r = jsl.cho_solve(jsl.cho_factor(S, lower=True), r.T).T
+    return 0.5 * jnp.sum(r * Sinv_r) / r.shape[0]

@@ -1,0 +1,114 @@
+r"""Saddles of the loss and of the equilibrated energy at the origin of linear networks
+(Innocenti et al. 2024, "Only strict saddles in the energy landscape of predictive coding networks?")."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+
+from ..model import Array, Params, check_data, check_params
+from .linear import equilibrium_covariance
+
+
+def _check_no_bias(params: Params, name: str) -> None:
+    if any(layer.get("b") is not None for layer in params):
+        raise ValueError(
+            f"{name} is stated for networks without biases (its Hessian is taken in the weights only); "
+            f"build the network with pclib.init_mlp(..., bias=False) or drop the 'b' entries"
+        )
+
+
+def zero_rank_energy_curvature(params: Params, y: Array) -> Array:
+    r"""The curvature that equilibration adds at a zero-rank saddle with $W_L = 0$.
+
+    If $W_L = 0$ and $W_{L-1}\cdots W_1 = 0$, the point is a critical point of both $\mathcal L$
+    and $\mathcal F^*$, and the two Hessians differ only in the $W_L$ block, by
+
+    $$\nabla^2\mathcal F^* - \nabla^2\mathcal L = -\,\Sigma_{yy}\otimes G, \qquad
+    \Sigma_{yy} = \frac1N\sum_i y_i y_i^\top, \quad
+    G = I + \sum_{\ell=2}^{L-1}(W_{L-1}\cdots W_\ell)(W_{L-1}\cdots W_\ell)^\top ,$$
+
+    in the row-major order of $W_L$ (entry $(a, j)$ at $a\,d_{L-1} + j$). At the origin $G = I$.
+    Returns this ``(d_L d_{L-1}, d_L d_{L-1})`` block (the matrix $-\Sigma_{yy}\otimes G$).
+    Book chapter 5; cf. Innocenti et al. (2024), Thms 2 and 3.
+    """
+    check_params(params)
+    _check_no_bias(params, "zero_rank_energy_curvature")
+    y = jnp.asarray(y)
+    check_data(params, None, y)
+    if len(params) < 2:
+        raise ValueError("a zero-rank saddle needs at least one hidden layer (len(params) >= 2)")
+    G = equilibrium_covariance(params[:-1])  # the same sum for the network below the top layer
+    Syy = y.T @ y / y.shape[0]
+    return -jnp.kron(Syy, G)
+
+
+def origin_hessians(widths: Sequence[int], x: Array, y: Array) -> tuple[Array, Array]:
+    r"""Theoretical Hessians of $\mathcal L$ and $\mathcal F^*$ at the origin of a bias-free linear net.
+
+    Weights flattened layer by layer, each $W_l$ row-major (the order of
+    :func:`pclib.landscape.flatten` for ``init_mlp(..., bias=False)``). With
+    $C = \frac1N\sum_i y_i x_i^\top$ and $\Sigma_{yy} = \frac1N\sum_i y_i y_i^\top$:
+
+    * one hidden layer: $\mathcal L$'s Hessian couples $W_1$ and $W_2$ only,
+      $\partial^2\mathcal L/\partial (W_1)_{jb}\,\partial (W_2)_{ak} = -\delta_{jk} C_{ab}$;
+    * two or more hidden layers: $\nabla^2\mathcal L(0) = 0$;
+    * always: $\nabla^2\mathcal F^*(0) = \nabla^2\mathcal L(0) - \Sigma_{yy}\otimes I_{d_{L-1}}$ on the $W_L$ block.
+
+    Returns ``(hess_L, hess_F)``, each ``(P, P)`` with $P = \sum_l d_l d_{l-1}$.
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) < 3:
+        raise ValueError(f"widths must have at least one hidden layer, e.g. [d_in, d_hidden, d_out]; got {widths}")
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != widths[0] or y.shape[1] != widths[-1] or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"x and y must have shapes (N, {widths[0]}) and (N, {widths[-1]}); got {x.shape} and {y.shape}"
+        )
+    sizes = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    offs = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    P = offs[-1]
+    N = x.shape[0]
+    C = y.T @ x / N
+    Syy = y.T @ y / N
+    HL = jnp.zeros((P, P), x.dtype)
+    if len(widths) == 3:
+        d0, d1, d2 = widths
+        # (W1)_{jb} at j*d0 + b, (W2)_{ak} at offs[1] + a*d1 + k; coupling -delta_jk C_ab
+        block = -jnp.einsum("jk,ab->jbak", jnp.eye(d1, dtype=x.dtype), C).reshape(d1 * d0, d2 * d1)
+        HL = HL.at[: offs[1], offs[1]:].set(block).at[offs[1]:, : offs[1]].set(block.T)
+    top = slice(offs[-2], offs[-1])
+    HF = HL.at[top, top].add(-jnp.kron(Syy, jnp.eye(widths[-2], dtype=x.dtype)))
+    return HL, HF
+
+
+def origin_spectra(widths: Sequence[int], x: Array, y: Array) -> tuple[Array, Array]:
+    r"""The eigenvalues of $\nabla^2\mathcal L(0)$ and $\nabla^2\mathcal F^*(0)$, sorted, without a $P\times P$ matrix.
+
+    Two or more hidden layers: $\mathcal L$'s are all zero; $\mathcal F^*$'s are
+    $-\lambda_k(\Sigma_{yy})$, each $d_{L-1}$ times, and zeros. One hidden layer: both Hessians
+    are block diagonal over the $d_1$ hidden units, with the block
+    $\begin{pmatrix}0 & -C^\top\\ -C & -\alpha\Sigma_{yy}\end{pmatrix}$ acting on the unit's
+    incoming and outgoing weights ($\alpha = 0$ for $\mathcal L$, whose eigenvalues are then $\pm\sigma_k(C)$
+    and zeros; $\alpha = 1$ for $\mathcal F^*$), and zeros elsewhere. See :func:`origin_hessians`.
+    """
+    HL, HF = origin_hessians(widths, x, y)  # validates
+    widths = [int(w) for w in widths]
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    P = HL.shape[0]
+    N = x.shape[0]
+    Syy = y.T @ y / N
+    if len(widths) > 3:
+        top = jnp.repeat(-jnp.linalg.eigvalsh(Syy), widths[-2])
+        zeros = jnp.zeros((P - top.size,), x.dtype)
+        return jnp.zeros((P,), x.dtype), jnp.sort(jnp.concatenate([top, zeros]))
+    d0, d1, d2 = widths
+    C = y.T @ x / N
+    Z = jnp.zeros((d0, d0), x.dtype)
+    out = []
+    for alpha in (0.0, 1.0):
+        block = jnp.block([[Z, -C.T], [-C, -alpha * Syy]])
+        lam = jnp.repeat(jnp.linalg.eigvalsh(block), d1)
+        out.append(jnp.sort(jnp.concatenate([lam, jnp.zeros((P - lam.size,), x.dtype)])))
+    return out[0], out[1]
