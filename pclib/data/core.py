@@ -61,11 +61,20 @@ class Dataset(NamedTuple):
 
 
 class DatasetUnavailableError(RuntimeError):
-    """A downloadable dataset could not be obtained (no network, no cache)."""
+    """A dataset could not be obtained.
+
+    Raised when a downloadable dataset is neither cached nor downloadable (no
+    network), or when the package that ships an offline dataset is not
+    installed.  The message names the fix.
+    """
 
 
 class DatasetCorruptError(DatasetUnavailableError, ValueError):
-    """A cached or downloaded file does not match its known hash."""
+    """A data file is corrupt.
+
+    Raised when a cached or downloaded file does not match its known hash, or
+    when a file shipped with a package does not have the expected layout.
+    """
 
 
 # --------------------------------------------------------------------------

