@@ -2,8 +2,8 @@
 
 Modules: :mod:`~pclib.model` (networks), :mod:`~pclib.energy` (energy and loss),
 :mod:`~pclib.inference` (activity dynamics), :mod:`~pclib.learning` (gradients, training),
-:mod:`~pclib.theory` (closed forms), :mod:`~pclib.data` (datasets), :mod:`~pclib.checks`
-(printed checks), :mod:`~pclib.plotting` and :mod:`~pclib.widgets` (figures and controls).
+:mod:`~pclib.compare` (PC against backprop, each at its best rate), :mod:`~pclib.theory` (closed forms),
+:mod:`~pclib.data` (datasets), :mod:`~pclib.checks` (printed checks), :mod:`~pclib.plotting` and :mod:`~pclib.widgets` (figures and controls).
 """
 
 from .energy import (

@@ -184,6 +184,22 @@ class LRSearch(NamedTuple):
     params: Params
 
 
+def run_score(loss: Any, *, diverged: bool = False, score: str = "mean") -> float:
+    r"""The score of one training run, lower is better: the mean batch loss over all iterations
+    (``score="mean"``, the area under the curve) or over the last 10% (``score="final"``).
+
+    ``inf`` marks a diverged run: ``diverged`` (weights or PC inference blew up), a NaN/inf loss, or a
+    last loss above 10 times the first. Shared by :func:`lr_grid_search` and :func:`pclib.compare.compare`.
+    """
+    import numpy as np
+
+    loss = np.asarray(loss, dtype=np.float64)
+    if diverged or not np.all(np.isfinite(loss)) or loss[-1] > 10 * loss[0]:
+        return float("inf")
+    tail = loss[-max(1, loss.size // 10):] if score == "final" else loss
+    return float(np.mean(tail))
+
+
 def lr_grid_search(
     params: Params,
     x: Array,
@@ -219,11 +235,12 @@ def lr_grid_search(
         except InferenceDivergedError:
             scores[lr], histories[lr] = float("inf"), None
             continue
-        if not bool(jnp.all(jnp.isfinite(loss))) or float(loss[-1]) > 10 * float(loss[0]) or not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p)):
-            scores[lr], histories[lr] = float("inf"), None
+        finite = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p))
+        scores[lr] = run_score(loss, diverged=not finite, score=score)
+        if scores[lr] == float("inf"):
+            histories[lr] = None
             continue
-        tail = loss[-max(1, loss.size // 10):] if score == "final" else loss
-        scores[lr], histories[lr], trained[lr] = float(jnp.mean(tail)), [float(v) for v in loss], p
+        histories[lr], trained[lr] = [float(v) for v in loss], p
     best = min(lrs, key=lambda lr: scores[lr])
     if scores[best] == float("inf"):
         raise ValueError(f"training diverged at every learning rate in {lrs}; try smaller rates")
@@ -318,3 +335,12 @@ def train_compare(
     keys = ("loss", "cosine", "cosine_layers", "pc_norm", "bp_norm")
     history = {k: np.asarray([r[i] for r in rows], dtype=np.float64) for i, k in enumerate(keys)}
     return params, history
+
+
+def __getattr__(name: str) -> Any:
+    # pclib.compare builds on this module; its entry points are re-exported here on first use.
+    if name in ("compare", "Comparison"):
+        from . import compare as _compare
+
+        return getattr(_compare, name)
+    raise AttributeError(f"module 'pclib.learning' has no attribute {name!r}")
