@@ -158,3 +158,18 @@ def test_checks_still_run_before_the_compiled_code():
         pclib.bp_grads(params, x, y, act="gelu")
     with pytest.raises(ValueError, match="same number of samples"):
         theory.equilibrated_energy(params, x, y[:3])
+
+
+def test_call_overhead_item_quick():
+    """The benchmark item runs, times each pclib call against its plain-JAX reference, and the two
+    compute the same numbers."""
+    from pclib import bench
+
+    with jax.enable_x64(False):
+        sec = bench.call_overhead_item(bench.Options(quick=True, configs=("A", "C"), budget=0.1))
+    calls = [(r["config"], r["call"]) for r in sec.rows]
+    assert ("A", "infer + pc_grads (T = 20)") in calls and ("C", "infer + pc_grads (T = 5)") in calls
+    assert ("A", "bp_grads") in calls and ("C", "pc_grads (at given activities)") in calls
+    for r in sec.rows:
+        assert r["rel_diff"] <= 1e-5, r
+        assert r["ratio"] > 0 and r["pclib_ms"]["min"] <= r["pclib_ms"]["median"]
