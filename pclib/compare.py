@@ -88,6 +88,11 @@ class Comparison:
     steps: int
     dt: float
 
+    def band(self, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, min and max over seeds of ``method``'s loss curve at its chosen rate (for a plot)."""
+        c = self.losses[self.methods.index(method)]
+        return c.mean(axis=0), c.min(axis=0), c.max(axis=0)
+
     def summary(self) -> str:
         """A few lines a chapter can print: rates, losses, test metrics and what PC's gradient was,
         as mean [min, max] over seeds with two significant digits."""
@@ -219,7 +224,7 @@ def _layer_norms(g: Params) -> np.ndarray:
 
 
 def compare(
-    init: Callable[[Array], Params],
+    init: Callable[[Array], Params] | Sequence[Params],
     x: Array,
     y: Array,
     *,
@@ -252,7 +257,8 @@ def compare(
 
     Parameters
     ----------
-    init : ``init(key) -> params``, e.g. ``lambda k: pclib.init_mlp(k, widths)``.
+    init : ``init(key) -> params``, e.g. ``lambda k: pclib.init_mlp(k, widths)``, called with
+        ``jax.random.key(s)`` for each seed; or a list of initial params, one per seed.
     x, y : training inputs ``(N, d_0)`` and targets ``(N, d_L)``.
     lrs : the grid of learning rates (``mode="tuned"``) or of step lengths (``mode="matched"``).
     seeds : initialisation seeds (at least 3 for a spread).
@@ -282,6 +288,9 @@ def compare(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must list at least one seed (3 or more for a spread)")
+    starts = [init(jax.random.key(s)) for s in seeds] if callable(init) else list(init)
+    if len(starts) != len(seeds):
+        raise ValueError(f"init lists {len(starts)} initial params but there are {len(seeds)} seeds; give one per seed")
     x, y = jnp.asarray(x), jnp.asarray(y)
     methods = ("pc", "bp")
     opts = dict(act=act, out_act=out_act)
@@ -291,7 +300,7 @@ def compare(
     final, losses, lengths, bad = {}, {}, {}, {}
     diag = {k: [] for k in ("ratio", "layers", "gap", "residual", "eq_residual")}
     for j, s in enumerate(seeds):
-        params0 = init(jax.random.key(s))
+        params0 = starts[j]
         check_params(params0)
         check_data(params0, x, y)
         stream, n = minibatch_stream(np.arange(x.shape[0]), np.arange(x.shape[0]), epochs=epochs,

@@ -105,6 +105,11 @@ def test_seeds_give_both_methods_the_same_start():
         xb, yb = _first_batch(x, y, seed=s, batch_size=10)
         assert r.losses[0, j, 0] == pytest.approx(float(pclib.mse_loss(init(jax.random.key(s)), xb, yb)), rel=1e-12)
     assert len(set(np.round(r.losses[0, :, 0], 12))) == 3
+    listed = compare([init(jax.random.key(s)) for s in (7, 8, 9)], x, y, lrs=[0.1, 0.3], seeds=(7, 8, 9), epochs=2,
+                     batch_size=10, steps=5, dt=0.1)
+    np.testing.assert_array_equal(listed.losses, r.losses)  # a list of initial params is the same start
+    mean, lo, hi = r.band("pc")
+    assert np.all(lo <= mean) and np.all(mean <= hi) and mean.shape == (r.losses.shape[-1],)
 
 
 def test_matched_mode_steps_have_length_lr_for_both_methods():
