@@ -62,8 +62,8 @@ def test_scores_and_rates_equal_lr_grid_search_per_seed():
     init = lambda k: pclib.init_mlp(k, [5, 8, 6, 3])
     lrs = [0.05, 0.2, 0.8, 5.0]
     opts = dict(epochs=3, batch_size=16, steps=8, dt=0.2)
-    r = compare(init, x, y, lrs=lrs, select="per_seed", batch_seed=0, seeds=(0, 1, 2), **opts)
-    for j, s in enumerate((0, 1, 2)):
+    r = compare(init, x, y, lrs=lrs, select="per_seed", batch_seed=0, seeds=(0, 2), **opts)
+    for j, s in enumerate((0, 2)):
         for i, m in enumerate(r.methods):
             ref = learning.lr_grid_search(init(jax.random.key(s)), x, y, lrs=lrs, method=m, progress=False,
                                           **(opts if m == "pc" else {k: opts[k] for k in ("epochs", "batch_size")}))
