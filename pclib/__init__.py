@@ -3,8 +3,9 @@
 Modules: :mod:`~pclib.model` (networks), :mod:`~pclib.energy` (energy and loss),
 :mod:`~pclib.inference` (activity dynamics), :mod:`~pclib.solvers` (Euler and Newton–CG to a tolerance),
 :mod:`~pclib.equilibria` (equilibria), :mod:`~pclib.learning` (gradients, training),
-:mod:`~pclib.theory` (closed forms), :mod:`~pclib.data` (datasets), :mod:`~pclib.checks`
-(printed checks), :mod:`~pclib.plotting` and :mod:`~pclib.widgets` (figures and controls).
+:mod:`~pclib.compare` (PC against backprop, each at its best rate), :mod:`~pclib.theory` (closed forms),
+:mod:`~pclib.data` (datasets), :mod:`~pclib.checks` (printed checks), :mod:`~pclib.plotting` and
+:mod:`~pclib.widgets` (figures and controls).
 """
 
 from .energy import (
@@ -20,4 +21,4 @@ __all__ = [
     "mse_loss", "NotConvergedError", "pc_grads", "predict", "predictions", "random_problem", "sample_energies", "train",
     "WarmStartError",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -32,3 +32,4 @@ from .training import *  # noqa: F401,F403
 from .closed_forms import *  # noqa: F401,F403
 from .equilibrium_time import *  # noqa: F401,F403
 from .closed_forms import _hidden, _linear_reference, _rel  # noqa: F401
+from .overhead import *  # noqa: F401,F403
