@@ -42,8 +42,8 @@ def equilibrium_configs(quick: bool) -> dict[str, tuple[tuple[int, ...], int]]:
     if quick:
         return {"A": (QUICK_CONFIGS["A"].widths, QUICK_CONFIGS["A"].batch),
                 "deep": ((32,) + (8,) * 4 + (4,), 8)}
-    return {"A": (CONFIGS["A"].widths, CONFIGS["A"].batch), "B": (CONFIGS["B"].widths, CONFIGS["B"].batch),
-            "deep": ((784,) + (64,) * 10 + (10,), 64)}
+    return {"A": (CONFIGS["A"].widths, CONFIGS["A"].batch), "deep": ((784,) + (64,) * 10 + (10,), 64),
+            "B": (CONFIGS["B"].widths, CONFIGS["B"].batch)}
 
 
 def _problem(widths, batch, seed: int = 0):
@@ -174,6 +174,8 @@ def time_to_equilibrium_item(opts: Options) -> Section:
         for row in group:
             row.update(config=name, network=net, batch=batch)
             row["speedup"] = base / row["ms"] if base and row.get("ms") else None
+            print("    " + ", ".join(f"{k}={row.get(k)}" for k in ("method", "setting", "steps", "residual", "ms")),
+                  flush=True)
         rows += group
     return Section(
         title=f"Time to equilibrium: max |dF_i/dz| < {TOL:g} (tanh MLP, float32)",
