@@ -46,6 +46,12 @@ def equilibrium_configs(quick: bool) -> dict[str, tuple[tuple[int, ...], int]]:
             "B": (CONFIGS["B"].widths, CONFIGS["B"].batch)}
 
 
+def _selected(opts: Options) -> dict[str, tuple[tuple[int, ...], int]]:
+    """The networks to time: configs A and B where ``--configs`` names them, and always the deep one."""
+    nets = equilibrium_configs(opts.quick)
+    return {k: v for k, v in nets.items() if k == "deep" or k in opts.configs}
+
+
 def _problem(widths, batch, seed: int = 0):
     kp, kx, ky = jax.random.split(jax.random.key(seed), 3)
     params = init_mlp(kp, widths, act="tanh", dtype=jnp.float32)
@@ -160,7 +166,7 @@ def time_to_equilibrium_item(opts: Options) -> Section:
     rows = []
     repeats = 1 if opts.quick else 3
     max_steps = 2000 if opts.quick else 50_000
-    for name, (widths, batch) in equilibrium_configs(opts.quick).items():
+    for name, (widths, batch) in _selected(opts).items():
         print(f"  time to equilibrium, {name} ...", flush=True)
         params, x, y = _problem(widths, batch)
         net = "-".join(map(str, widths)) if len(widths) < 8 else f"{widths[0]}-{widths[1]}x{len(widths) - 2}-{widths[-1]}"
