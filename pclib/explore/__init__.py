@@ -94,7 +94,8 @@ def line(x: Any, y: Any, name: str = "", *, color: str | None = None, dash: str 
             trace["marker"] = {"color": color}
     if axis > 1:
         trace["xaxis"], trace["yaxis"] = f"x{axis}", f"y{axis}"
-    trace.update(extra)
+    for key, value in extra.items():  # marker={"size": 9} adds to the colour set above
+        trace[key] = {**trace[key], **value} if isinstance(value, dict) and isinstance(trace.get(key), dict) else value
     return trace
 
 
@@ -113,6 +114,9 @@ def panels(*axes: Mapping[str, Any], title: str = "", legend_y: float = 1.0) -> 
         layout[f"xaxis{suffix}"] = {"domain": [round((i - 1) * (width + gap), 4), round((i - 1) * (width + gap) + width, 4)],
                                     "anchor": f"y{suffix}", **dict(ax.get("x", {}))}
         layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", **dict(ax.get("y", {}))}
+        for key in (f"xaxis{suffix}", f"yaxis{suffix}"):
+            if layout[key].get("type") == "log":
+                layout[key].setdefault("exponentformat", "power")  # 10^-6 rather than 1µ
     return layout
 
 

@@ -64,11 +64,11 @@ def toy_landscape() -> Figure:
                  "contours": {"start": 0, "end": 2.5, "size": 0.1}, "colorscale": "Viridis", "showscale": False,
                  "name": "energy", "showlegend": False},
                 line(bp[:, 0], bp[:, 1], "BP", mode="lines+markers", color=COLORS["bp"], marker={"size": 4}),
-                line(pc[:, 0], pc[:, 1], f"PC, {k} inference steps", mode="lines+markers", color="white",
+                line(pc[:, 0], pc[:, 1], f"PC, {k} inference steps", mode="lines+markers", color="crimson",
                      marker={"size": 4})]
 
     layout = panels({"x": {"title": {"text": "w₁"}, "range": [-2, 2]},
-                     "y": {"title": {"text": "w₂"}, "range": [-2, 2], "scaleanchor": "x"}}, legend_y=0.02)
+                     "y": {"title": {"text": "w₂"}, "range": [-2, 2]}}, legend_y=0.02)
     layout["legend"]["yanchor"] = "bottom"
     return figure("ch04-landscape", compute, {"k": Control("inference steps k", STEPS, default=5, fmt="{}")},
                   layout, height=420)
