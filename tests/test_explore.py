@@ -7,7 +7,6 @@ import posixpath
 import re
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import jupytext
 import numpy as np
