@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import pclib
-from pclib import explore, landscape, theory
-from pclib.explore import ch01, ch02, ch04, ch05
+from pclib import explore, theory
+from pclib.explore import em as ch02, inference as ch01, saddles as ch05, trust_region as ch04
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book" / "chapters").glob("*.md"))
@@ -106,9 +106,9 @@ def test_ch02_one_layer_frame_is_pclib_inference():
 
 def test_ch04_bp_losses_are_gradient_descent_on_the_toy_loss():
     bp, _ = ch04.lr_data()
-    loss = lambda w: landscape.toy_loss(w, ch04.TOY_X, ch04.TOY_Y)
+    loss = lambda w: theory.toy_loss(w, ch04.TOY_X, ch04.TOY_Y)
     for k in (0, 2):
-        path = landscape.gd_path(loss, jnp.array([1.2, 1.6]), lr=ch04.LRS[k], steps=40)
+        path = theory.gd_path(loss, jnp.array([1.2, 1.6]), lr=ch04.LRS[k], steps=40)
         assert np.allclose(bp[k], [float(loss(w)) for w in path], rtol=1e-9)
 
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import landscape, theory
+from .. import theory
 from ..energy import mse_loss
 from ..inference import infer
 from ..learning import pc_grads
@@ -32,7 +32,7 @@ def toy_landscape_data(iters: int = 60, lr: float = 0.1, w0: tuple[float, float]
     kmax = max(STEPS)
 
     def energies(w):
-        res = infer(landscape.toy_params(w[0], w[1]), TOY_X[:, None], TOY_Y[:, None], act="linear", steps=kmax,
+        res = infer(theory.toy_params(w[0], w[1]), TOY_X[:, None], TOY_Y[:, None], act="linear", steps=kmax,
                     dt=TOY_DT, check=False)
         return res.energies
 
@@ -41,7 +41,7 @@ def toy_landscape_data(iters: int = 60, lr: float = 0.1, w0: tuple[float, float]
 
     def pc_path(k):
         def update(w, _):
-            params = landscape.toy_params(w[0], w[1])
+            params = theory.toy_params(w[0], w[1])
             traj = infer(params, TOY_X[:, None], TOY_Y[:, None], act="linear", steps=kmax, dt=TOY_DT, record=True,
                          check=False).trajectory
             g = pc_grads(params, [z[k] for z in traj], act="linear")
@@ -50,7 +50,7 @@ def toy_landscape_data(iters: int = 60, lr: float = 0.1, w0: tuple[float, float]
         return jnp.concatenate([jnp.asarray(w0)[None], jax.lax.scan(update, jnp.asarray(w0), None, length=iters)[1]])
 
     pcs = jax.jit(jax.vmap(pc_path))(jnp.asarray(STEPS))
-    bp = landscape.gd_path(lambda w: landscape.toy_loss(w, TOY_X, TOY_Y), jnp.asarray(w0), lr=lr, steps=iters)
+    bp = theory.gd_path(lambda w: theory.toy_loss(w, TOY_X, TOY_Y), jnp.asarray(w0), lr=lr, steps=iters)
     return np.asarray(grid), np.asarray(pcs), np.asarray(bp)
 
 
@@ -82,16 +82,16 @@ def lr_data(iters: int = 40, w0: tuple[float, float] = (1.2, 1.6), steps: int = 
     """Toy-network losses ``(lrs, iters + 1)`` of BP and of PC (updates after ``steps`` inference steps)."""
     def run(lr, method):
         def update(w, _):
-            params = landscape.toy_params(w[0], w[1])
+            params = theory.toy_params(w[0], w[1])
             if method == "bp":
-                g = jax.grad(landscape.toy_loss)(w, TOY_X, TOY_Y)
+                g = jax.grad(theory.toy_loss)(w, TOY_X, TOY_Y)
             else:
                 res = infer(params, TOY_X[:, None], TOY_Y[:, None], act="linear", steps=steps, dt=TOY_DT, check=False)
                 gp = pc_grads(params, res.activities, act="linear")
                 g = jnp.array([gp[0]["W"][0, 0], gp[1]["W"][0, 0]])
             w = w - lr * g
-            return w, landscape.toy_loss(w, TOY_X, TOY_Y)
-        first = landscape.toy_loss(jnp.asarray(w0), TOY_X, TOY_Y)
+            return w, theory.toy_loss(w, TOY_X, TOY_Y)
+        first = theory.toy_loss(jnp.asarray(w0), TOY_X, TOY_Y)
         return jnp.concatenate([first[None], jax.lax.scan(update, jnp.asarray(w0), None, length=iters)[1]])
 
     lrs = jnp.asarray(LRS)
