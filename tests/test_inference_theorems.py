@@ -346,3 +346,21 @@ def test_euler_stability_threshold_is_two_over_lambda_max(seed):
     assert float(res.energies[-1]) < float(res.energies[0])
     with pytest.raises(pclib.InferenceDivergedError):
         pclib.infer(params, x, y, act="linear", dt=1.1 * 2 / lam_max, steps=500)
+
+
+def test_pcn_schematic_draws_one_value_and_one_error_unit_per_layer():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, Rectangle
+
+    from pclib import plotting
+
+    fig, ax = plt.subplots()
+    plotting.pcn_schematic(ax, n_layers=3)
+    assert sum(isinstance(p, Circle) for p in ax.patches) == 4  # x, z_1, z_2, y
+    assert sum(isinstance(p, Rectangle) for p in ax.patches) == 3  # eps_1..eps_3
+    with pytest.raises(ValueError, match="n_layers must be at least 2"):
+        plotting.pcn_schematic(ax, n_layers=1)
+    plt.close(fig)
