@@ -25,8 +25,13 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .model import Activation, Array, Params, check_data, check_params, forward, layer_activations, preactivation
+from .model import (
+    Activation, Array, Params, check_data, check_params, layer_activations, preactivation, static_options,
+)
+
+_STATIC = ("act", "out_act")
 
 
 def _check_activities(params: Params, activities: Sequence[Array]) -> None:
@@ -39,6 +44,19 @@ def _check_activities(params: Params, activities: Sequence[Array]) -> None:
     for l, (z, d) in enumerate(zip(activities, widths)):
         if jnp.ndim(z) != 2 or jnp.shape(z)[1] != d:
             raise ValueError(f"activities[{l}] must have shape (N, {d}); got {tuple(jnp.shape(z))}")
+
+
+def precision_argument(precisions: Any, n_layers: int) -> Any:
+    """Precisions as an argument of a compiled function: ``None`` stays ``None`` (all ones), anything
+    else becomes an array of shape ``(L,)``, checked here, outside the compiled code."""
+    if precisions is None:
+        return None
+    p = precisions if isinstance(precisions, jax.Array) else jnp.asarray(precisions)
+    if np.shape(p) != (n_layers,):
+        raise ValueError(
+            f"precisions must hold one scalar per layer, shape ({n_layers},); got shape {np.shape(p)}"
+        )
+    return p
 
 
 def as_precisions(precisions: Any, n_layers: int, dtype: Any = None) -> Array:
@@ -61,14 +79,25 @@ def predictions(
     return [f(preactivation(layer, z)) for layer, f, z in zip(params, fs, activities[:-1])]
 
 
+def _errors(params: Params, activities: Sequence[Array], *, act: Activation, out_act: Activation) -> list[Array]:
+    mus = predictions(params, activities, act=act, out_act=out_act)
+    return [z - mu for z, mu in zip(activities[1:], mus)]
+
+
+_errors_jit = jax.jit(_errors, static_argnames=_STATIC)
+
+
 def errors(
     params: Params, activities: Sequence[Array], *, act: Activation = "tanh", out_act: Activation = "linear"
 ) -> list[Array]:
-    r"""Prediction errors $\varepsilon_l = z_l - \mu_l$ for $l = 1..L$, each of shape ``(N, d_l)``."""
+    r"""Prediction errors $\varepsilon_l = z_l - \mu_l$ for $l = 1..L$, each of shape ``(N, d_l)``.
+
+    Compiled once per shape and activation (the checks run before, outside the compiled code).
+    """
     check_params(params)
     _check_activities(params, activities)
-    mus = predictions(params, activities, act=act, out_act=out_act)
-    return [z - mu for z, mu in zip(activities[1:], mus)]
+    fn = _errors_jit if static_options(act, out_act) else _errors
+    return fn(params, list(activities), act=act, out_act=out_act)
 
 
 def sample_layer_energies(
@@ -83,7 +112,13 @@ def sample_layer_energies(
 
     :func:`layer_energies` averages it over samples and :func:`sample_energies` sums it over layers.
     """
-    eps = errors(params, activities, act=act, out_act=out_act)
+    check_params(params)
+    _check_activities(params, activities)
+    return _sample_layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions)
+
+
+def _sample_layer_energies(params, activities, *, act, out_act, precisions):
+    eps = _errors(params, activities, act=act, out_act=out_act)
     pi = as_precisions(precisions, len(params), eps[0].dtype)
     return 0.5 * pi * jnp.stack([jnp.sum(e**2, axis=1) for e in eps], axis=1)
 
@@ -119,6 +154,14 @@ def layer_energy_trace(
     )
 
 
+def _energy(params, activities, precisions, *, act, out_act):
+    return jnp.sum(jnp.mean(_sample_layer_energies(params, activities, act=act, out_act=out_act,
+                                                   precisions=precisions), axis=0))
+
+
+_energy_jit = jax.jit(_energy, static_argnames=_STATIC)
+
+
 def energy(
     params: Params,
     activities: Sequence[Array],
@@ -127,8 +170,15 @@ def energy(
     out_act: Activation = "linear",
     precisions: Any = None,
 ) -> Array:
-    r"""The energy $\mathcal F = \frac1N\sum_i F_i$ (a scalar)."""
-    return jnp.sum(layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions))
+    r"""The energy $\mathcal F = \frac1N\sum_i F_i$ (a scalar).
+
+    Compiled once per shape and activation; ``precisions`` is an argument, not a compile-time constant.
+    """
+    check_params(params)
+    _check_activities(params, activities)
+    pi = precision_argument(precisions, len(params))
+    fn = _energy_jit if static_options(act, out_act) else _energy
+    return fn(params, list(activities), pi, act=act, out_act=out_act)
 
 
 def energy_decomposition(
@@ -150,10 +200,25 @@ def energy_decomposition(
 def mse_loss(
     params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear"
 ) -> Array:
-    r"""The backprop loss $\mathcal L = \frac1N\sum_i \frac12\lVert y_i - \hat y_i\rVert^2$."""
+    r"""The backprop loss $\mathcal L = \frac1N\sum_i \frac12\lVert y_i - \hat y_i\rVert^2$.
+
+    Compiled once per shape and activation (the checks run before, outside the compiled code).
+    """
+    check_params(params)
     check_data(params, x, y)
-    y_hat = forward(params, x, act=act, out_act=out_act)[-1]
-    return 0.5 * jnp.sum((jnp.asarray(y) - y_hat) ** 2) / y_hat.shape[0]
+    fn = _mse_loss_jit if static_options(act, out_act) else _mse_loss
+    return fn(params, x, y, act=act, out_act=out_act)
+
+
+def _mse_loss(params: Params, x: Array, y: Array, *, act: Activation, out_act: Activation) -> Array:
+    """:func:`mse_loss` without the checks, for use inside compiled code."""
+    z = jnp.asarray(x)
+    for layer, f in zip(params, layer_activations(len(params), act=act, out_act=out_act)):
+        z = f(preactivation(layer, z))
+    return 0.5 * jnp.sum((jnp.asarray(y) - z) ** 2) / z.shape[0]
+
+
+_mse_loss_jit = jax.jit(_mse_loss, static_argnames=_STATIC)
 
 
 # --- chapter 2: EM view ---

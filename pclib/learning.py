@@ -20,10 +20,24 @@ import optax
 from tqdm.auto import tqdm
 
 from .data import batches
-from .energy import as_precisions, energy, mse_loss
+from .energy import _check_activities, _energy, _mse_loss, as_precisions, precision_argument
 from .inference import check_energies, infer
-from .model import Activation, Array, Params, check_data, check_params
+from .model import Activation, Array, Params, check_data, check_params, static_options
 from .theory.util import cosine
+
+
+def _pc_grads(params: Params, activities: list, precisions: Any, *, act: Activation, out_act: Activation) -> Params:
+    """:func:`pc_grads` without the checks, for use inside compiled code."""
+    return jax.grad(lambda p: _energy(p, activities, precisions, act=act, out_act=out_act))(params)
+
+
+def _bp_grads(params: Params, x: Array, y: Array, *, act: Activation, out_act: Activation) -> Params:
+    """:func:`bp_grads` without the checks, for use inside compiled code."""
+    return jax.grad(lambda p: _mse_loss(p, x, y, act=act, out_act=out_act))(params)
+
+
+_pc_grads_jit = jax.jit(_pc_grads, static_argnames=("act", "out_act"))
+_bp_grads_jit = jax.jit(_bp_grads, static_argnames=("act", "out_act"))
 
 
 def pc_grads(
@@ -34,15 +48,30 @@ def pc_grads(
     out_act: Activation = "linear",
     precisions: Any = None,
 ) -> Params:
-    r"""$\partial \mathcal F / \partial \theta$ at the given activities (same pytree as ``params``)."""
-    return jax.grad(lambda p: energy(p, activities, act=act, out_act=out_act, precisions=precisions))(params)
+    r"""$\partial \mathcal F / \partial \theta$ at the given activities (same pytree as ``params``).
+
+    Compiled once per shape and activation; the checks run before, outside the compiled code, and
+    ``precisions`` is an argument (new precisions do not recompile). Works under an outer
+    ``jit``, ``vmap`` or ``grad``.
+    """
+    check_params(params)
+    _check_activities(params, activities)
+    pi = precision_argument(precisions, len(params))
+    fn = _pc_grads_jit if static_options(act, out_act) else _pc_grads
+    return fn(params, list(activities), pi, act=act, out_act=out_act)
 
 
 def bp_grads(
     params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear"
 ) -> Params:
-    r"""Backprop gradients $\partial \mathcal L / \partial \theta$ of the mean squared error."""
-    return jax.grad(lambda p: mse_loss(p, x, y, act=act, out_act=out_act))(params)
+    r"""Backprop gradients $\partial \mathcal L / \partial \theta$ of the mean squared error.
+
+    Compiled once per shape and activation, like :func:`pc_grads`.
+    """
+    check_params(params)
+    check_data(params, x, y)
+    fn = _bp_grads_jit if static_options(act, out_act) else _bp_grads
+    return fn(params, x, y, act=act, out_act=out_act)
 
 
 class StepInfo(NamedTuple):
@@ -73,12 +102,12 @@ def make_step(
         raise ValueError(f"unknown method {method!r}: use 'pc' (predictive coding) or 'bp' (backprop)")
 
     def grads_and_info(params, x, y):
-        loss = mse_loss(params, x, y, act=act, out_act=out_act)
+        loss = _mse_loss(params, x, y, act=act, out_act=out_act)
         if method == "bp":
-            return bp_grads(params, x, y, act=act, out_act=out_act), StepInfo(loss, loss[None])
+            return _bp_grads(params, x, y, act=act, out_act=out_act), StepInfo(loss, loss[None])
         pi = as_precisions(precisions, len(params), x.dtype)
         res = infer(params, x, y, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
-        g = pc_grads(params, res.activities, act=act, out_act=out_act, precisions=pi)
+        g = _pc_grads(params, res.activities, pi, act=act, out_act=out_act)
         return g, StepInfo(loss, res.energies)
 
     @jax.jit
@@ -155,6 +184,22 @@ class LRSearch(NamedTuple):
     params: Params
 
 
+def run_score(loss: Any, *, diverged: bool = False, score: str = "mean") -> float:
+    r"""The score of one training run, lower is better: the mean batch loss over all iterations
+    (``score="mean"``, the area under the curve) or over the last 10% (``score="final"``).
+
+    ``inf`` marks a diverged run: ``diverged`` (weights or PC inference blew up), a NaN/inf loss, or a
+    last loss above 10 times the first. Shared by :func:`lr_grid_search` and :func:`pclib.compare.compare`.
+    """
+    import numpy as np
+
+    loss = np.asarray(loss, dtype=np.float64)
+    if diverged or not np.all(np.isfinite(loss)) or loss[-1] > 10 * loss[0]:
+        return float("inf")
+    tail = loss[-max(1, loss.size // 10):] if score == "final" else loss
+    return float(np.mean(tail))
+
+
 def lr_grid_search(
     params: Params,
     x: Array,
@@ -190,11 +235,12 @@ def lr_grid_search(
         except InferenceDivergedError:
             scores[lr], histories[lr] = float("inf"), None
             continue
-        if not bool(jnp.all(jnp.isfinite(loss))) or float(loss[-1]) > 10 * float(loss[0]) or not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p)):
-            scores[lr], histories[lr] = float("inf"), None
+        finite = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p))
+        scores[lr] = run_score(loss, diverged=not finite, score=score)
+        if scores[lr] == float("inf"):
+            histories[lr] = None
             continue
-        tail = loss[-max(1, loss.size // 10):] if score == "final" else loss
-        scores[lr], histories[lr], trained[lr] = float(jnp.mean(tail)), [float(v) for v in loss], p
+        histories[lr], trained[lr] = [float(v) for v in loss], p
     best = min(lrs, key=lambda lr: scores[lr])
     if scores[best] == float("inf"):
         raise ValueError(f"training diverged at every learning rate in {lrs}; try smaller rates")
@@ -269,11 +315,11 @@ def train_compare(
 
     @jax.jit
     def step(params, opt_state, xb, yb):
-        loss = mse_loss(params, xb, yb, act=act, out_act=out_act)
+        loss = _mse_loss(params, xb, yb, act=act, out_act=out_act)
         pi = as_precisions(precisions, len(params), xb.dtype)
         res = infer(params, xb, yb, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
-        g_pc = pc_grads(params, res.activities, act=act, out_act=out_act, precisions=pi)
-        g_bp = bp_grads(params, xb, yb, act=act, out_act=out_act)
+        g_pc = _pc_grads(params, res.activities, pi, act=act, out_act=out_act)
+        g_bp = _bp_grads(params, xb, yb, act=act, out_act=out_act)
         c, c_layers = _cosine_traced(g_pc, g_bp)
         norm = lambda g: jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(g)))
         updates, opt_state = optimizer.update(g_pc, opt_state, params)
@@ -289,3 +335,12 @@ def train_compare(
     keys = ("loss", "cosine", "cosine_layers", "pc_norm", "bp_norm")
     history = {k: np.asarray([r[i] for r in rows], dtype=np.float64) for i, k in enumerate(keys)}
     return params, history
+
+
+def __getattr__(name: str) -> Any:
+    # pclib.compare builds on this module; its entry points are re-exported here on first use.
+    if name in ("compare", "Comparison"):
+        from . import compare as _compare
+
+        return getattr(_compare, name)
+    raise AttributeError(f"module 'pclib.learning' has no attribute {name!r}")

@@ -53,6 +53,21 @@ def layer_activations(n_layers: int, *, act: Activation, out_act: Activation) ->
     return [f] * (n_layers - 1) + [f_out]
 
 
+def static_options(*options: Any) -> bool:
+    """Validate activation options and say whether they can be static arguments of ``jax.jit``.
+
+    Names are checked against :data:`ACTIVATIONS` (raising the usual ``ValueError``); the result is
+    ``False`` only for an unhashable callable, which the compiled entry points then run op by op.
+    """
+    for o in options:
+        get_activation(o)
+    try:
+        hash(options)
+    except TypeError:
+        return False
+    return True
+
+
 def widths_of(params: Params) -> list[int]:
     """Layer widths ``[d_0, d_1, ..., d_L]`` of a network."""
     return [int(params[0]["W"].shape[1])] + [int(layer["W"].shape[0]) for layer in params]

@@ -469,7 +469,7 @@ def test_generalised_energy_adjoint_recursion(seed, net):
         return float(theory.relative_error(e[:-1], theory.backprop_errors(params, zs, e[-1])[:-1]))
 
     # not yet at equilibrium (10 steps: the hidden errors are non-zero), the recursion fails
-    early = theory.generalised_infer(params, x, y, h=h, precisions=pi, steps=10, dt=0.1)
+    early = theory.generalised_infer(params, x, y, h=h, precisions=pi, steps=10, dt=0.1, method="euler", tol=None)
     assert float(jnp.abs(pclib.errors(params, early)[0]).max()) > 1e-3
     assert residual(early) > 0.2
     # at the squared-error equilibrium, pi eps obeys the recursion but pi h'(eps) does not
@@ -487,10 +487,14 @@ def test_generalised_energy_adjoint_recursion(seed, net):
 def test_generalised_quadratic_is_pc(net):
     params, x, y = net(0, [5, 8, 8, 3], n=8)
     pi = jnp.array([1.0, 2.0, 0.5])
-    zq = theory.generalised_infer(params, x, y, h=lambda e: 0.5 * e**2, precisions=pi, steps=500, dt=0.1)
+    quadratic = lambda e: 0.5 * e**2
+    zq = theory.generalised_infer(params, x, y, h=quadratic, precisions=pi, steps=500, dt=0.1, method="euler", tol=None)
     zi = pclib.infer(params, x, y, precisions=pi, steps=500, dt=0.1).activities
     assert theory.relative_error(zq, zi) < 1e-12
+    # solved to the default tolerance (Newton-CG), it is the squared-error equilibrium
+    star = theory.equilibrium(params, x, y, precisions=pi, method="euler", tol=1e-12, max_steps=20000, dt=0.1)
+    assert theory.relative_error(theory.generalised_infer(params, x, y, h=quadratic, precisions=pi), star) < 1e-8
     np.testing.assert_allclose(theory.generalised_energy(params, zi, h=lambda e: 0.5 * e**2, precisions=pi),
                                pclib.energy(params, zi, precisions=pi), rtol=1e-12)
     with pytest.raises(FloatingPointError, match="smaller dt"):
-        theory.generalised_infer(params, x, y, h=lambda e: 0.5 * e**2, steps=50, dt=5.0)
+        theory.generalised_infer(params, x, y, h=lambda e: 0.5 * e**2, steps=50, dt=5.0, method="euler", tol=None)

@@ -217,6 +217,9 @@ def test_bench_quick_smoke(tmp_path):
     lz = {(r["function"], r["which"]): r["eigenvalue"] for r in data["sections"]["lanczos"]["rows"]}
     assert lz[("F* (equilibrated energy)", "smallest")] <= lz[("F* (equilibrated energy)", "largest")]
     assert lz[("L (MSE)", "smallest")] <= lz[("L (MSE)", "largest")]
+    eq_rows = data["sections"]["time_to_equilibrium"]["rows"]
+    assert {r["method"] for r in eq_rows} >= {"Euler (pclib.infer)", "Newton-CG (pclib)"}
+    assert all(r["residual"] < 1e-4 for r in eq_rows if "residual" in r) and "Time to equilibrium" in md
 
 
 def test_steps_to_accuracy_is_the_first_step_below_tol():

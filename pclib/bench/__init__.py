@@ -30,4 +30,6 @@ from .core import *  # noqa: F401,F403
 from .core import _cell, main  # noqa: F401
 from .training import *  # noqa: F401,F403
 from .closed_forms import *  # noqa: F401,F403
+from .equilibrium_time import *  # noqa: F401,F403
 from .closed_forms import _hidden, _linear_reference, _rel  # noqa: F401
+from .overhead import *  # noqa: F401,F403

@@ -201,7 +201,7 @@ def bench_equilibrated_energy(*, width: int = 256, layers: int = 5, batch: int =
     The reference $\\mathcal F^*$ is the energy at an independent dense numpy solve of the
     equilibrium; ``infer`` gets the oracle step $\\mathrm{d}t = 2/(\\lambda_{\\min} + \\lambda_{\\max})$.
     """
-    from .energy import energy as total_energy
+    from ..energy import energy as total_energy
 
     with jax.enable_x64(True):
         params, x, y = random_problem(1, [width] * (layers + 1), act="linear", n=batch)
@@ -253,8 +253,8 @@ def bench_lanczos(*, width: int, depth: int = 4, d_in: int = 64, d_out: int = 10
     (float64) by :func:`pclib.landscape.extreme_eigenvalues` (Hessian-vector products + Lanczos) on a
     linear net ``d_in``-``width``x``depth``-``d_out`` without biases at a random initialisation.
     Each time includes compiling the Hessian-vector product."""
-    from . import landscape
-    from .energy import mse_loss
+    from .. import landscape
+    from ..energy import mse_loss
 
     rows = []
     with jax.enable_x64(True):

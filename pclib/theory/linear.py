@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from ..energy import as_precisions, energy
+from ..energy import _energy, as_precisions, precision_argument
 from ..model import Array, Params, check_data, check_params, preactivation
 
 
@@ -42,6 +43,10 @@ def linear_activity_hessian(params: Params, *, precisions: Any = None) -> Array:
     Its diagonal blocks are $\pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}$ (Millidge et al. 2022, Eq. 28).
     """
     check_params(params)
+    return _linear_activity_hessian(params, precision_argument(precisions, len(params)))
+
+
+def _linear_activity_hessian(params: Params, precisions: Any) -> Array:
     L = len(params)
     dtype = params[0]["W"].dtype
     pi = as_precisions(precisions, L, dtype)
@@ -70,8 +75,14 @@ def linear_equilibrium(params: Params, x: Array, y: Array, *, precisions: Any = 
     ``[x, z_1*, ..., z_{L-1}*, y]``, aligned with :func:`pclib.forward`'s activities.
     """
     check_params(params)
-    x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
+    pi = precision_argument(precisions, len(params))
+    return _linear_equilibrium_jit(params, x, y, pi)
+
+
+def _linear_equilibrium(params: Params, x: Array, y: Array, precisions: Any) -> list[Array]:
+    """:func:`linear_equilibrium` without the checks (compiled below, once per shape)."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
     L = len(params)
     if L == 1:
         return [x, y]
@@ -87,11 +98,14 @@ def linear_equilibrium(params: Params, x: Array, y: Array, *, precisions: Any = 
         if i == L - 2:
             r = r + pi[L - 1] * y @ up["W"]
         rhs.append(r)
-    H = linear_activity_hessian(params, precisions=pi)
+    H = _linear_activity_hessian(params, pi)
     z = jsl.cho_solve(jsl.cho_factor(H), jnp.concatenate(rhs, axis=1).T).T
     sizes = [p["W"].shape[0] for p in params[:-1]]
     splits = [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
     return [x] + list(jnp.split(z, splits, axis=1)) + [y]
+
+
+_linear_equilibrium_jit = jax.jit(_linear_equilibrium)
 
 
 def layer_flow(
@@ -131,9 +145,17 @@ def linear_equilibrated_energy(params: Params, x: Array, y: Array, *, precisions
     $\nabla_\theta\mathcal F^* = \partial_\theta\mathcal F(z^*;\theta)$, PC's weight gradient at the
     exact equilibrium. $\mathcal F^* \le \mathcal L(\theta)$, the feedforward loss.
     """
+    check_params(params)
+    check_data(params, x, y)
+    return _linear_equilibrated_energy_jit(params, x, y, precision_argument(precisions, len(params)))
 
-    z = linear_equilibrium(params, x, y, precisions=precisions)
-    return energy(params, z, act="linear", out_act="linear", precisions=precisions)
+
+def _linear_equilibrated_energy(params: Params, x: Array, y: Array, precisions: Any) -> Array:
+    z = _linear_equilibrium(params, x, y, precisions)
+    return _energy(params, z, precisions, act="linear", out_act="linear")
+
+
+_linear_equilibrated_energy_jit = jax.jit(_linear_equilibrated_energy)
 
 
 def _linear_output(params: Params, x: Array) -> Array:
@@ -156,6 +178,10 @@ def equilibrium_covariance(params: Params, *, precisions: Any = None) -> Array:
     given the input, and is positive definite ($S \succeq \pi_L^{-1} I$).
     """
     check_params(params)
+    return _equilibrium_covariance_jit(params, precision_argument(precisions, len(params)))
+
+
+def _equilibrium_covariance(params: Params, precisions: Any) -> Array:
     L = len(params)
     dtype = params[0]["W"].dtype
     pi = as_precisions(precisions, L, dtype)
@@ -166,6 +192,9 @@ def equilibrium_covariance(params: Params, *, precisions: Any = None) -> Array:
         M = M @ params[l]["W"]
         S = S + (M @ M.T) / pi[l - 1]
     return S
+
+
+_equilibrium_covariance_jit = jax.jit(_equilibrium_covariance)
 
 
 def equilibrated_energy(params: Params, x: Array, y: Array, *, precisions: Any = None) -> Array:
@@ -181,9 +210,16 @@ def equilibrated_energy(params: Params, x: Array, y: Array, *, precisions: Any =
     run :func:`pclib.infer`.
     """
     check_params(params)
-    x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
+    return _equilibrated_energy_jit(params, x, y, precision_argument(precisions, len(params)))
+
+
+def _equilibrated_energy(params: Params, x: Array, y: Array, precisions: Any) -> Array:
+    x, y = jnp.asarray(x), jnp.asarray(y)
     r = y - _linear_output(params, x)
-    S = equilibrium_covariance(params, precisions=precisions)
+    S = _equilibrium_covariance(params, precisions)
     Sinv_r = jsl.cho_solve(jsl.cho_factor(S, lower=True), r.T).T
     return 0.5 * jnp.sum(r * Sinv_r) / r.shape[0]
+
+
+_equilibrated_energy_jit = jax.jit(_equilibrated_energy)

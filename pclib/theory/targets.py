@@ -138,14 +138,19 @@ def interpolation_sweep(
     act: Activation = "tanh",
     out_act: Activation = "linear",
     scheme: str = "geometric",
-    steps: int = 2000,
+    steps: int | None = None,
     pinv: bool = False,
+    tol: float | str | None = "auto",
+    max_steps: int | None = None,
+    method: str = "newton",
 ) -> dict[str, Any]:
     r"""Where the clamped equilibrium sits between backprop and target propagation, per precision ratio.
 
     For each ratio $\rho$ (precisions from :func:`ratio_precisions`) it finds the equilibrium $z^*$
-    (closed form if linear, else inference warm-started from the previous ratio's equilibrium; sort
-    ``ratios`` ascending) and measures, over the hidden layers $1..L-1$:
+    (closed form if linear, else :func:`pclib.equilibria.equilibrium` solved to ``tol`` and warm-started
+    from the previous ratio's equilibrium; sort ``ratios`` ascending; ``tol``, ``max_steps`` (alias
+    ``steps``) and ``method`` are passed on, and a ratio whose equilibrium is not reached raises
+    :class:`pclib.inference.NotConvergedError`) and measures, over the hidden layers $1..L-1$:
 
     * ``dist_ff``, ``dist_tp``: $\lVert z^* - \hat z\rVert / \lVert \hat z\rVert$ and $\lVert z^* - t\rVert / \lVert t\rVert$,
       with $\hat z$ the feedforward pass and $t$ the TP targets (:func:`tp_targets`);
@@ -167,7 +172,8 @@ def interpolation_sweep(
     init: Any = "ffwd"
     for r in ratios:
         pi = ratio_precisions(r, L, scheme=scheme)
-        zs = equilibria.equilibrium(params, x, y, act=act, out_act=out_act, precisions=pi, steps=steps, init=init)
+        zs = equilibria.equilibrium(params, x, y, act=act, out_act=out_act, precisions=pi, steps=steps, init=init,
+                                    tol=tol, max_steps=max_steps, method=method)
         init = zs
         eps = errors(params, zs, act=act, out_act=out_act)
         out["dist_ff"].append(relative_error(zs[hid], ff[hid]))
