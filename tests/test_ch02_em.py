@@ -132,15 +132,15 @@ def test_relu_chatter_window_shrinks_with_dt_while_pointwise_residual_stays():
     zs = pclib.infer(params, x, y, act="relu", steps=3000, dt=0.1).activities
     diam, resid = {}, {}
     for dt in (0.1, 0.025):
-        z = pclib.infer(params, x, y, act="relu", steps=int(50 / dt), dt=dt, init=zs).activities
-        traj = pclib.infer(params, x, y, act="relu", steps=int(50 / dt), dt=dt, init=z, record=True).trajectory
+        z = pclib.infer(params, x, y, act="relu", steps=int(25 / dt), dt=dt, init=zs).activities
+        traj = pclib.infer(params, x, y, act="relu", steps=int(25 / dt), dt=dt, init=z, record=True).trajectory
         h = jnp.concatenate([t.reshape(t.shape[0], -1) for t in traj[1:-1]], axis=1)
         diam[dt] = float(jnp.max(jnp.linalg.norm(h - h.mean(0), axis=1)) / jnp.linalg.norm(h[-1]))
         resid[dt] = float(theory.marginal_residual(params, [t[-1] for t in traj], act="relu"))
         # the averaged Euler force is exactly minus the displacement over the window's length
         split = jax.vmap(lambda hh: energy_gradient_split(params, [x, *hh, y], act="relu"))(traj[1:-1])
         for (gl, ge), t in zip(zip(*split), traj[1:-1]):
-            np.testing.assert_allclose((gl + ge)[:-1].mean(0), -(t[-1] - t[0]) / (50.0), atol=1e-9)
+            np.testing.assert_allclose((gl + ge)[:-1].mean(0), -(t[-1] - t[0]) / 25.0, atol=1e-9)
     assert min(resid.values()) > 0.05
     assert 2.5 < diam[0.1] / diam[0.025] < 8
 
@@ -540,25 +540,28 @@ def test_train_compare_rejects_bad_batch_size():
         learning.train_compare(params, x, y, batch_size=0, progress=False)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_pc_and_bp_both_learn_digits_with_high_but_imperfect_cosine(seed):
-    """The chapter's default Fig. 4B/C run, one seed per case: both methods learn (test accuracy
-    above 80%), and the PC-BP update cosine stays between 0.5 and 0.99 at every iteration."""
+def test_pc_gradient_is_several_times_shorter_than_bp_at_initialisation():
+    """Why one shared learning rate is unfair: on the chapter's digits network, PC's gradient after 20
+    inference steps is at least 2 times shorter than backprop's in every layer, for three seeds."""
     ds = pclib.data.digits(seed=0)
-    p0 = pclib.init_mlp(jax.random.key(seed), [64, 64, 32, 10], act="relu")
-    opt = optax.sgd(0.05, momentum=0.9)
-    kw = dict(optimizer=opt, epochs=6, batch_size=64, seed=seed, act="relu", progress=False)
-    p_pc, h = learning.train_compare(p0, ds.x_train, ds.y_train, steps=20, dt=0.2, **kw)
-    p_bp, hb = pclib.train(p0, ds.x_train, ds.y_train, method="bp", **kw)
-    acc = [np.mean(np.argmax(pclib.predict(p, ds.x_test, act="relu"), 1) == ds.labels_test) for p in (p_pc, p_bp)]
-    assert min(acc) > 0.8
-    assert np.mean(h["loss"][-5:]) < 0.5 * np.mean(h["loss"][:5])
-    assert h["cosine"].min() > 0.5 and (1 - h["cosine"]).min() > 1e-2
-    # the chapter's comparison at equal learning rate: PC ends less accurate, its batch loss lags in every
-    # epoch, its gradient is shorter than BP's at every iteration, and most cosines are below the paper's 0.9
-    assert acc[0] < acc[1]
-    pc_loss, bp_loss = np.array_split(np.asarray(h["loss"]), 6), np.array_split(np.asarray(hb["loss"]), 6)
-    assert all(a.mean() > b.mean() for a, b in zip(pc_loss, bp_loss))
-    ratio = np.asarray(h["pc_norm"]) / np.asarray(h["bp_norm"])
-    assert ratio.max() < 1 and np.median(ratio) < 1
-    assert np.mean(h["cosine"] < 0.9) > 0.5
+    xb, yb = ds.x_train[:64], ds.y_train[:64]
+    for seed in range(3):
+        p0 = pclib.init_mlp(jax.random.key(seed), [64, 64, 32, 10], act="relu")
+        zs = pclib.infer(p0, xb, yb, act="relu", steps=20, dt=0.2).activities
+        g_pc, g_bp = pclib.pc_grads(p0, zs, act="relu"), pclib.bp_grads(p0, xb, yb, act="relu")
+        for a, b in zip(g_pc, g_bp):
+            assert float(_norm(b)) > 2 * float(_norm(a))
+
+
+def test_update_cosine_depends_on_learning_rate_on_digits():
+    """The chapter's Fig. 4C run at two rates, one seed: the cosine stays between 0.5 and 0.99, and the
+    share of iterations below the paper's 0.9 is larger at the smaller rate."""
+    ds = pclib.data.digits(seed=0)
+    p0 = pclib.init_mlp(jax.random.key(0), [64, 64, 32, 10], act="relu")
+    share = []
+    for lr in (0.05, 0.2):
+        _, h = learning.train_compare(p0, ds.x_train, ds.y_train, optimizer=optax.sgd(lr, momentum=0.9), epochs=6,
+                                      batch_size=64, seed=0, act="relu", steps=20, dt=0.2, progress=False)
+        assert h["cosine"].min() > 0.5 and h["cosine"].max() < 0.99
+        share.append(np.mean(h["cosine"] < 0.9))
+    assert share[0] > share[1]
