@@ -254,7 +254,7 @@ def test_one_output_unit_equilibrium_errors_point_along_backprop():
         params, x, _ = random_net(2, [5, 9, 9, 1], act=act)
         ff = pclib.forward(params, x, act=act)
         y = ff[-1] + 0.01 * jnp.sign(jax.random.normal(jax.random.key(3), ff[-1].shape))
-        eps = pclib.errors(params, pclib.infer(params, x, y, act=act, steps=3000, dt=0.1).activities, act=act)
+        eps = pclib.errors(params, theory.equilibrium(params, x, y, act=act), act=act)  # certified to 1e-10
         delta = theory.backprop_errors(params, ff, y - ff[-1], act=act)
         a, b = jnp.concatenate(eps[:-1], axis=1), jnp.concatenate(delta[:-1], axis=1)
         cos = jnp.sum(a * b, 1) / (jnp.linalg.norm(a, axis=1) * jnp.linalg.norm(b, axis=1))
@@ -331,7 +331,7 @@ def test_small_output_precision_gives_backprop_errors(seed):
     delta = theory.backprop_errors(params, ff, y - ff[-1])
     gaps = []
     for p in (1e-2, 1e-3):
-        eps = pclib.errors(params, pclib.infer(params, x, y, steps=3000, dt=0.1, precisions=jnp.array([1.0, 1.0, p])).activities)
+        eps = pclib.errors(params, theory.equilibrium(params, x, y, precisions=jnp.array([1.0, 1.0, p])))
         gaps.append(float(theory.relative_error([e / p for e in eps[:-1]], delta[:-1])))
     assert gaps[1] < 0.05 and 5 < gaps[0] / gaps[1] < 20, gaps
 
