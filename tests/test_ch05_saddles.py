@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pclib
-from pclib import landscape, theory
+from pclib import escape, landscape, theory
 
 
 def mse(p, x, y):
@@ -319,14 +319,17 @@ def test_theory_errors():
         theory.origin_hessians([3, 4, 4, 5], x, y)
     with pytest.raises(ValueError, match="features"):
         theory.equilibrated_energy(params, x[:, :2], y)
+    p1, x1, y1 = pclib.random_problem(0, [3, 2], act="linear", bias=False)
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        theory.joint_hessian_schur(p1, x1, y1)
 
 
 # --- training from near the origin ------------------------------------------------------------
 
 
-def _escape_losses(method, act, X, Y, seeds, iters, *, widths=(6, 8, 8, 8, 3), scale=5e-3, lr=0.4):
+def _escape_losses(method, act, X, Y, seeds, iters, *, widths=(6, 8, 8, 8, 3), scale=5e-3, lr=0.4, opt=None):
     """Full-batch SGD from near the origin for several seeds at once; losses (seeds, iters + 1)."""
-    opt = optax.sgd(lr)
+    opt = optax.sgd(lr) if opt is None else opt
     step = pclib.make_step(opt, method=method, act=act, steps=50, dt=0.1)
     ps = [pclib.init_mlp(jax.random.key(s), list(widths), bias=False, scale=scale) for s in seeds]
     ps = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ps)
@@ -390,3 +393,247 @@ def test_hessian_matches_flat_jax_hessian_with_biases(net):
     flat, unflatten = landscape.flatten(params)
     expected = jax.hessian(lambda w: fn(unflatten(w), x, y))(flat)
     assert np.allclose(landscape.hessian(fn, params, x, y), expected, atol=1e-12)
+
+
+# --- Hessians of an actual equilibrium (not the closed form of Theorem 1) ------------------------
+
+
+def F_at_linear_equilibrium(p, x, y):
+    """The energy at the equilibrium found by a linear solve of dF/dz = 0 (pclib.theory.linear_equilibrium)."""
+    return pclib.energy(p, theory.linear_equilibrium(p, x, y), act="linear")
+
+
+def F_after_unrolled_inference(p, x, y, steps=400):
+    """The energy after `steps` Euler steps of pclib.infer, differentiated through the unrolled steps."""
+    lam = jnp.linalg.eigvalsh(theory.linear_activity_hessian(jax.lax.stop_gradient(p)))
+    res = pclib.infer(p, x, y, act="linear", steps=steps, dt=1.0 / lam[-1], check=False)
+    return pclib.energy(p, res.activities, act="linear")
+
+
+@pytest.mark.parametrize("widths", [[3, 4, 2], [3, 4, 4, 2]])
+def test_origin_hessian_of_an_actual_equilibrium(widths, net):
+    """Theorem 2 against Hessians that never use the closed form: autodiff through the linear solve for z*
+    and the Schur complement of the joint (weights, activities) Hessian."""
+    params, x, y = net(0, widths, act="linear", bias=False)
+    origin = zeros_like_net(params)
+    _, HF_th = theory.origin_hessians(widths, x, y)
+    assert np.abs(landscape.hessian(F_at_linear_equilibrium, origin, x, y) - HF_th).max() < 1e-10
+    H_fixed, H_schur = theory.joint_hessian_schur(origin, x, y)
+    assert np.abs(H_schur - HF_th).max() < 1e-10
+    # all negative curvature comes from inference: at fixed activities the Hessian is PSD with lambda_min = 0
+    lam_fixed = np.linalg.eigvalsh(np.asarray(H_fixed))
+    assert lam_fixed[0] > -1e-12 and abs(lam_fixed[0]) < 1e-12
+    Syy = np.asarray(y.T @ y) / y.shape[0]
+    if len(widths) >= 4:
+        assert np.isclose(np.linalg.eigvalsh(np.asarray(H_schur))[0], -np.linalg.eigvalsh(Syy)[-1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hessians_of_actual_equilibria_at_random_points(seed, net):
+    """Away from the origin: the closed-form Hessian, autodiff through the linear solve, the Schur complement
+    and 400 unrolled inference steps all agree."""
+    params, x, y = net(seed, [3, 4, 3, 2], act="linear", bias=False)
+    params = jax.tree_util.tree_map(lambda w: 0.5 * w, params)
+    H_closed = np.asarray(landscape.hessian(F_star, params, x, y))
+    H_solve = np.asarray(landscape.hessian(F_at_linear_equilibrium, params, x, y))
+    _, H_schur = theory.joint_hessian_schur(params, x, y)
+    H_unrolled = np.asarray(landscape.hessian(F_after_unrolled_inference, params, x, y))
+    scale = np.abs(H_closed).max()
+    assert np.abs(H_solve - H_closed).max() < 1e-10 * scale
+    assert np.abs(np.asarray(H_schur) - H_closed).max() < 1e-10 * scale
+    assert np.abs(H_unrolled - H_closed).max() < 1e-6 * scale
+
+
+@pytest.mark.parametrize("widths", [[3, 4, 4, 2]])
+def test_zero_rank_and_rank_one_saddles_of_an_actual_equilibrium(widths, net):
+    params, x, y = net(1, widths, act="linear", bias=False)
+    p = [layer if i == 1 else {"W": jnp.zeros_like(layer["W"])} for i, layer in enumerate(params)]
+    D = np.asarray(landscape.hessian(F_at_linear_equilibrium, p, x, y) - landscape.hessian(mse, p, x, y))
+    K = np.asarray(theory.zero_rank_energy_curvature(p, y))
+    m = K.shape[0]
+    assert np.abs(D[-m:, -m:] - K).max() < 1e-10 and np.abs(D[:-m]).max() < 1e-10
+    p1, x1, y1 = _rank_one_saddle(0, widths, k=0)
+    eF = np.linalg.eigvalsh(np.asarray(landscape.hessian(F_at_linear_equilibrium, p1, x1, y1)))
+    r = y1 - pclib.predict(p1, x1, act="linear")
+    assert np.isclose(eF[0], -np.linalg.eigvalsh(np.asarray(r.T @ r) / r.shape[0])[-1], rtol=1e-8)
+
+
+# --- the explaining-away valley -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths", [[4, 3, 6, 5], [3, 2, 2, 3, 4]])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_explaining_away_valley(widths, seed, net):
+    """Lower layers zero, W_L = tA: L stays at tr(Syy)/2, F* = (1/2) sum_k u_k^T Syy u_k / (1 + t^2 s_k^2)
+    decreases to (1/2) tr(Syy Pi_perp), and for H >= 2 the lower layers' gradient of F* is exactly zero."""
+    params, x, y = net(seed, widths, act="linear", bias=False)
+    A = np.asarray(params[-1]["W"])
+    Syy = np.asarray(y.T @ y) / y.shape[0]
+    U, s, _ = np.linalg.svd(A)
+    rank = int(np.sum(s > 1e-12))
+    Pi_perp = U[:, rank:] @ U[:, rank:].T
+    values = []
+    for t in (0.0, 0.5, 2.0, 10.0, 1e4):
+        p = zeros_like_net(params)[:-1] + [{"W": jnp.asarray(t * A)}]
+        assert np.isclose(mse(p, x, y), 0.5 * np.trace(Syy), rtol=1e-12)
+        # independent: energy after exact inference on a generic data set, vs the eigen-formula
+        F_eq = float(pclib.energy(p, theory.linear_equilibrium(p, x, y), act="linear"))
+        formula = 0.5 * sum(U[:, k] @ Syy @ U[:, k] / (1 + t**2 * (s[k] ** 2 if k < s.size else 0.0))
+                            for k in range(A.shape[0]))
+        assert np.isclose(F_eq, formula, rtol=1e-9, atol=1e-12)
+        assert np.isclose(theory.explaining_away_energy(t * A, y), formula, rtol=1e-9, atol=1e-12)
+        values.append(F_eq)
+        g = jax.grad(F_star)(p, x, y)
+        if len(widths) >= 4:  # H >= 2
+            assert max(np.abs(np.asarray(l["W"])).max() for l in g[:-1]) == 0.0
+    assert all(a > b for a, b in zip(values, values[1:]))
+    # the limit: 0 <= F*(t) - tr(Syy Pi_perp)/2 <= tr(Syy)/2 / (1 + t^2 s_min^2), s_min the smallest non-zero s_k
+    gap = values[-1] - 0.5 * np.trace(Syy @ Pi_perp)
+    assert -1e-12 <= gap <= 0.5 * np.trace(Syy) / (1 + 1e8 * s[rank - 1] ** 2) + 1e-12
+    if widths[-2] >= widths[-1]:  # A has full row rank: F* -> 0 while L stays at its value at the origin
+        assert rank == widths[-1] and values[-1] < 1e-5 * values[0]
+
+
+def test_explaining_away_energy_errors():
+    with pytest.raises(ValueError, match="top weight matrix"):
+        theory.explaining_away_energy(np.zeros((3, 2)), np.zeros((5, 2)))
+
+
+# --- Lanczos where it has work to do --------------------------------------------------------------
+
+
+def test_lanczos_on_the_loss_at_a_one_hidden_layer_origin():
+    """H = 1: L's Hessian at the origin is not zero (eigenvalues +-sigma_k(C), Theorem 2 (1)), so the
+    zero-Hessian shortcut does not apply and Lanczos must find -sigma_1(C) and +sigma_1(C)."""
+    params, x, y = pclib.random_problem(0, [12, 30, 6], act="linear", bias=False)
+    origin = zeros_like_net(params)
+    hv = landscape.hvp(mse, origin, x, y)
+    assert np.any(np.asarray(hv(np.random.default_rng(0).standard_normal(12 * 30 + 30 * 6))))
+    C = np.asarray(y.T @ x) / x.shape[0]
+    sigma = np.linalg.svd(C, compute_uv=False)
+    lo = landscape.extreme_eigenvalues(mse, origin, x, y, k=2, which="SA")
+    hi = landscape.extreme_eigenvalues(mse, origin, x, y, k=1, which="LA")
+    assert np.allclose(lo, [-sigma[0], -sigma[0]], rtol=1e-7)  # each sigma_k has multiplicity d_1 = 30
+    assert np.isclose(hi[0], sigma[0], rtol=1e-7)
+
+
+def test_lanczos_eigenvectors_at_a_random_point(net):
+    params, x, y = net(3, [4, 6, 6, 3], act="linear")
+    H = np.asarray(landscape.hessian(F_star, params, x, y))
+    vals, vecs = landscape.extreme_eigenvalues(F_star, params, x, y, k=1, which="SA", return_eigenvectors=True)
+    assert np.isclose(vals[0], np.linalg.eigvalsh(H)[0], atol=1e-8)
+    assert np.allclose(H @ vecs[:, 0], vals[0] * vecs[:, 0], atol=1e-6)
+
+
+# --- per-layer gradients, escape estimate and depth ---------------------------------------------------
+
+
+def _teacher_data(n=128, d_in=6, d_out=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = jnp.asarray(rng.standard_normal((n, d_in)))
+    return X, X @ jnp.asarray(rng.standard_normal((d_in, d_out))) / np.sqrt(d_in)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_layer_gradients_near_the_origin(seed):
+    """Only PC's top-layer gradient is large: it equals -Syy W_L to first order (the Hessian of Theorem 2
+    applied to W_L), while the lower layers' PC gradients are of backprop's size (within a factor 3; they
+    differ at O(1) because the equilibrium activities pick up errors of the same order as the tiny
+    feedforward activities)."""
+    X, Y = _teacher_data()
+    params = pclib.init_mlp(jax.random.key(seed), [6, 8, 8, 8, 3], bias=False, scale=5e-3)
+    star = theory.linear_equilibrium(params, X, Y)
+    g_pc, g_bp = pclib.pc_grads(params, star, act="linear"), pclib.bp_grads(params, X, Y, act="linear")
+    Syy = np.asarray(Y.T @ Y) / Y.shape[0]
+    expected_top = -Syy @ np.asarray(params[-1]["W"])
+    assert np.linalg.norm(np.asarray(g_pc[-1]["W"]) - expected_top) < 1e-3 * np.linalg.norm(expected_top)
+    pc_norms, bp_norms = escape.layer_norms(g_pc), escape.layer_norms(g_bp)
+    assert np.all(np.abs(np.log10(pc_norms[:-1] / bp_norms[:-1])) < 0.5), (pc_norms, bp_norms)
+    assert pc_norms[-1] > 100 * bp_norms[-1]
+
+
+def test_escape_estimate_for_the_energy():
+    """Full-batch GD on F* from std sigma: the top layer grows by 1 + eta lambda_max(Syy) per step, so F*
+    first drops by 10% within a factor 2 of log(1/sigma) / log(1 + eta lambda)."""
+    X, Y = _teacher_data()
+    sigma, eta = 5e-3, 0.4
+    lam = np.linalg.eigvalsh(np.asarray(Y.T @ Y) / Y.shape[0])[-1]
+    k_est = np.log(1 / sigma) / np.log(1 + eta * lam)
+    for seed in range(3):
+        p = pclib.init_mlp(jax.random.key(seed), [6, 8, 8, 8, 3], bias=False, scale=sigma)
+        F = [float(F_star(p, X, Y))]
+        for _ in range(int(3 * k_est)):
+            p = jax.tree_util.tree_map(lambda w, g: w - eta * g, p, jax.grad(F_star)(p, X, Y))
+            F.append(float(F_star(p, X, Y)))
+        assert k_est / 2 <= escape.escape_time(np.array(F)) <= 2 * k_est
+
+
+def test_pc_escape_slows_with_depth_and_bp_leads_at_matched_step_length():
+    """Plain SGD (lr 0.4): PC's escape time grows with depth over H = 1, 2, 3 on every seed. Matched step
+    length (normalised SGD, 0.02): BP leaves the origin no later than PC at H = 3, on every seed."""
+    X, Y = _teacher_data()
+    seeds = [0, 1, 2]
+    times = {}
+    for H in (1, 2, 3):
+        ls = _escape_losses("pc", "linear", X, Y, seeds, 200, widths=(6,) + (8,) * H + (3,))
+        times[H] = [escape.escape_time(l) for l in ls]
+    assert max(times[3]) < 200
+    assert min(times[2]) > max(times[1]) and min(times[3]) > max(times[2]), times
+    opt = escape.normalized_sgd(0.02)
+    t_pc = [escape.escape_time(l) for l in _escape_losses("pc", "linear", X, Y, seeds, 400, opt=opt)]
+    t_bp = [escape.escape_time(l) for l in _escape_losses("bp", "linear", X, Y, seeds, 400, opt=opt)]
+    assert all(b <= p for b, p in zip(t_bp, t_pc)), (t_bp, t_pc)
+    assert max(t_bp) < 400
+
+
+def test_escape_helpers():
+    upd, _ = escape.normalized_sgd(0.3).update([{"W": jnp.array([[3.0, 4.0]])}], optax.EmptyState())
+    assert np.allclose(upd[0]["W"], [[-0.18, -0.24]])
+    assert escape.escape_time(np.array([1.0, 0.95, 0.89, 0.5])) == 2
+    assert escape.escape_time(np.array([1.0, 0.95, 0.95])) == 2  # never: the budget
+    with pytest.raises(ValueError, match="step_length"):
+        escape.normalized_sgd(0.0)
+    with pytest.raises(ValueError, match="frac"):
+        escape.escape_time(np.ones(3), frac=1.5)
+    with pytest.raises(ValueError, match="layer dicts"):
+        escape.layer_norms({"W": 1})
+
+
+def test_restart_from_the_rank_one_saddle():
+    """Matrix-completion-style restart: from the rank-one saddle plus noise (std 1e-3), gradient descent on F*
+    (PC at converged inference) leaves it (L < 90% of its value) within 300 steps, backprop does not within
+    1500: L's Hessian there is PSD (non-strict), F*'s has -lambda_max(Srr) < 0."""
+    widths = [6, 4, 4, 3]
+    p_sad, x, y = _rank_one_saddle(0, widths, k=0)
+
+    def gd(fn, p, iters, lr=0.05):
+        def body(p, _):
+            p = jax.tree_util.tree_map(lambda w, g: w - lr * g, p, jax.grad(fn)(p, x, y))
+            return p, mse(p, x, y)
+
+        return np.concatenate([[float(mse(p, x, y))], np.asarray(jax.jit(lambda q: jax.lax.scan(body, q, None, length=iters)[1])(p))])
+
+    for seed in range(3):
+        p0 = jax.tree_util.tree_map(jnp.add, p_sad, pclib.init_mlp(jax.random.key(seed), widths, bias=False, scale=1e-3))
+        assert escape.escape_time(gd(F_star, p0, 300)) < 300
+        assert escape.escape_time(gd(mse, p0, 1500)) == 1500
+
+
+def test_lanczos_eigenvector_slice_at_the_origin():
+    """The Lanczos eigenvector for lambda_min of Hess F*(0) lies in the top layer: along it L is constant,
+    and F* follows the explaining-away formula with curvature -lambda_max(Syy)."""
+    params, x, y = pclib.random_problem(0, [4, 12, 12, 3], act="linear", bias=False)
+    origin = zeros_like_net(params)
+    lam, vec = landscape.extreme_eigenvalues(F_star, origin, x, y, k=1, which="SA", return_eigenvectors=True)
+    flat, unflat = landscape.flatten(origin)
+    v = jnp.asarray(vec[:, 0])
+    m = 3 * 12
+    assert np.abs(np.asarray(v[:-m])).max() < 1e-8  # only W_L entries
+    Syy = np.asarray(y.T @ y) / y.shape[0]
+    assert np.isclose(lam[0], -np.linalg.eigvalsh(Syy)[-1], rtol=1e-8)
+    for a in (1e-3, 0.5, 2.0):
+        p = unflat(flat + a * v)
+        assert np.isclose(mse(p, x, y), mse(origin, x, y), rtol=1e-13)
+        assert np.isclose(F_star(p, x, y), theory.explaining_away_energy(p[-1]["W"], y), rtol=1e-10)
+    F0 = float(F_star(origin, x, y))
+    assert np.isclose((float(F_star(unflat(flat + 1e-3 * v), x, y)) - F0) / 0.5e-6, lam[0], rtol=1e-4)

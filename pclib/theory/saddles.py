@@ -1,4 +1,5 @@
-r"""Saddles of the loss and of the equilibrated energy at the origin of linear networks
+r"""Saddles of the loss and of the equilibrated energy of linear networks: Hessians at the origin and at
+zero-rank saddles, the Schur-complement view, the explaining-away valley
 (Innocenti et al. 2024, "Only strict saddles in the energy landscape of predictive coding networks?")."""
 
 from __future__ import annotations
@@ -112,3 +113,75 @@ def origin_spectra(widths: Sequence[int], x: Array, y: Array) -> tuple[Array, Ar
         lam = jnp.repeat(jnp.linalg.eigvalsh(block), d1)
         out.append(jnp.sort(jnp.concatenate([lam, jnp.zeros((P - lam.size,), x.dtype)])))
     return out[0], out[1]
+
+
+def explaining_away_energy(top: Array, y: Array) -> Array:
+    r"""The equilibrated energy on the *explaining-away valley*: all layers below the top zero.
+
+    With $W_1 = \dots = W_{L-1} = 0$ and any top layer $W_L$, the network predicts $\hat y = 0$, so
+    $\mathcal L = \frac12\operatorname{tr}\Sigma_{yy}$ whatever $W_L$ is, while
+
+    $$\mathcal F^* = \tfrac12\operatorname{tr}\big(\Sigma_{yy}\,(I + W_LW_L^\top)^{-1}\big)
+    = \tfrac12\sum_k \frac{u_k^\top\Sigma_{yy}u_k}{1 + s_k^2},$$
+
+    with $W_L = \sum_k s_k u_k v_k^\top$ (an SVD, $s_k = 0$ for $k > \operatorname{rank} W_L$). Along
+    $W_L = tA$ it decreases in $t$ to $\frac12\operatorname{tr}(\Sigma_{yy}\Pi)$, $\Pi$ the projector onto
+    $\operatorname{range}(A)^\perp$: to zero when $A$ has full row rank. Book chapter 5
+    (the explaining-away valley); it follows from Innocenti et al. (2024), Thm 1.
+
+    ``top``: $W_L$, shape ``(d_L, d_{L-1})``; ``y``: targets ``(N, d_L)``. Returns a scalar.
+    """
+    top, y = jnp.asarray(top), jnp.asarray(y)
+    if top.ndim != 2 or y.ndim != 2 or y.shape[1] != top.shape[0]:
+        raise ValueError(
+            f"top must be the top weight matrix (d_L, d_{{L-1}}) and y the targets (N, d_L); got shapes "
+            f"{top.shape} and {y.shape}"
+        )
+    Syy = y.T @ y / y.shape[0]
+    U, s, _ = jnp.linalg.svd(top, full_matrices=True)
+    s2 = jnp.zeros((top.shape[0],), top.dtype).at[: s.size].set(s**2)
+    return 0.5 * jnp.sum(jnp.einsum("ak,ab,bk->k", U, Syy, U) / (1.0 + s2))
+
+
+def joint_hessian_schur(params: Params, x: Array, y: Array) -> tuple[Array, Array]:
+    r"""The Hessian of the equilibrated energy as a Schur complement of the joint Hessian.
+
+    With $\mathcal F(\theta, z)$ the energy of a linear network (input and output clamped) and $z^*$ its
+    inference equilibrium, the joint Hessian in (weights, activities) at $(\theta, z^*)$ has blocks
+    $H_{\theta\theta}, H_{\theta z}, H_{zz}$, and since $z^*(\theta)$ solves $\partial_z\mathcal F = 0$
+    (implicit function theorem, $H_{zz} \succ 0$),
+
+    $$\nabla^2\mathcal F^* = H_{\theta\theta} - H_{\theta z}H_{zz}^{-1}H_{z\theta}.$$
+
+    $H_{\theta\theta}$ is the Hessian of the energy at *fixed* activities; the subtracted term is
+    positive semi-definite, so inference can only add negative curvature. Computed densely with
+    ``jax.hessian`` of :func:`pclib.energy` in $(\theta, z)$ at :func:`~pclib.theory.linear_equilibrium`,
+    which never uses the closed form of $\mathcal F^*$; meant for small networks and batches
+    ($H_{zz}$ has $N\sum_{\ell<L} d_\ell$ rows). Book chapter 5.
+
+    Returns ``(H_fixed, H_schur)``: $H_{\theta\theta}$ and the Schur complement, each ``(P, P)`` in the
+    order of :func:`pclib.landscape.flatten`.
+    """
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    from ..energy import energy
+    from .linear import linear_equilibrium
+
+    check_params(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(params, x, y)
+    if len(params) < 2:
+        raise ValueError("the Schur complement needs at least one hidden layer (len(params) >= 2)")
+    star = linear_equilibrium(params, x, y)
+    w0, unravel_w = ravel_pytree(params)
+    z0, unravel_z = ravel_pytree(star[1:-1])
+    P = w0.size
+
+    def joint(v):
+        p, z = unravel_w(v[:P]), unravel_z(v[P:])
+        return energy(p, [x] + list(z) + [y], act="linear")
+
+    H = jax.hessian(joint)(jnp.concatenate([w0, z0]))
+    Htt, Htz, Hzz = H[:P, :P], H[:P, P:], H[P:, P:]
+    return Htt, Htt - Htz @ jnp.linalg.solve(Hzz, Htz.T)
