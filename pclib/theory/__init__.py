@@ -30,7 +30,10 @@ from .linear import (
 )
 from .precisions import RATIO_SCHEMES, generalised_energy, lambda_precisions, ratio_precisions
 from .saddles import origin_hessians, origin_spectra, zero_rank_energy_curvature
-from .targets import backprop_errors, interpolation_sweep, random_invertible_problem, sample_activity_hessians, tp_targets
+from .targets import (
+    backprop_errors, equilibrium_residual, interpolation_sweep, random_invertible_problem, sample_activity_hessians,
+    tp_targets,
+)
 from .toy import (
     energy_grid, escape_steps, gd_path, gradient_grid, grid_2d, loss_grid, toy_energy_after, toy_equilibrated_energy,
     toy_loss, toy_params,
@@ -54,7 +57,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "cosine", "energy_grid", "equilibrated_energy",
-    "equilibrium", "equilibrium_covariance", "escape_steps", "fisher_information", "gd_path", "generalised_energy",
+    "equilibrium", "equilibrium_covariance", "equilibrium_residual", "escape_steps", "fisher_information", "gd_path", "generalised_energy",
     "generalised_infer", "gradient_grid", "grid_2d", "interpolation_sweep", "lambda_precisions", "layer_flow",
     "linear_activity_hessian", "linear_equilibrated_energy", "linear_equilibrium", "loss_descent_rate", "loss_grid",
     "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_spectra", "random_invertible_problem",
