@@ -241,10 +241,14 @@ def test_ratio_and_lambda_precisions(net):
     np.testing.assert_allclose(theory.ratio_precisions(10.0, 3, scheme="output"), [0.1, 0.1, 1.0])
     params, x, y = net(0, [4, 6, 6, 3])
     zs = pclib.infer(params, x, y, steps=5, dt=0.1).activities
-    per_layer = pclib.layer_energies(params, zs)
+    # squared errors by hand from the activities, not through pclib's energies
+    fs = [np.tanh, np.tanh, lambda a: a]
+    sq = [0.5 * np.mean(np.sum((np.asarray(zs[l + 1]) - fs[l](np.asarray(zs[l]) @ np.asarray(p["W"]).T
+                                                               + np.asarray(p["b"]))) ** 2, axis=1))
+          for l, p in enumerate(params)]
     for lam in (0.0, 0.3, 0.9, 1.0):
         F = pclib.energy(params, zs, precisions=theory.lambda_precisions(lam, 3))
-        np.testing.assert_allclose(F, lam * per_layer[-1] + (1 - lam) * per_layer[:-1].sum(), rtol=1e-12)
+        np.testing.assert_allclose(F, lam * sq[-1] + (1 - lam) * sum(sq[:-1]), rtol=1e-12)
     with pytest.raises(ValueError, match="scheme"):
         theory.ratio_precisions(1.0, 3, scheme="nope")
     with pytest.raises(ValueError, match="positive"):
@@ -307,14 +311,45 @@ def test_one_hidden_layer_path_when_t_minus_a_is_in_one_eigenspace(seed):
     assert np.all(np.diff(r2["angle_tp"]) < 0) and np.all(np.diff(r2["angle_bp"]) > 0)
 
 
+def ridge_path_dist_tp(params, x, y, ratios):
+    """|z_1*(rho) - t| / |t| from the closed form t + (I + rho M)^{-1}(a - t), a = tanh(W_1 x), M = W_2^T W_2:
+    with the input clamped and a linear output, a tanh hidden layer's energy is this quadratic (Thm ridge-path)."""
+    a, W = np.tanh(np.asarray(x) @ np.asarray(params[0]["W"]).T), np.asarray(params[1]["W"])
+    t = np.linalg.solve(W, np.asarray(y).T).T
+    M = W.T @ W
+    return np.array([np.linalg.norm(np.linalg.solve(np.eye(len(M)) + r * M, (a - t).T).T) / np.linalg.norm(t)
+                     for r in ratios])
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_one_hidden_layer_tanh_path_is_monotone(seed):
-    """Observed (not proved) for tanh: the move towards TP grows monotonically with the ratio."""
+def test_one_hidden_layer_tanh_sweep_is_certified_and_on_the_ridge_path(seed):
+    """The tanh sweep (tol, warm starts): every point certified, every distance equal to the closed form, and so
+    all four trends strictly monotone (seed 0 has a small sigma_min(W_2): |z* - t|/|t| = 5.2e-3 at rho = 1e5)."""
     params, x, y = paper_net(seed, [5, 5, 5], act="tanh")
-    r = theory.interpolation_sweep(params, x, y, RATIOS[::2], act="tanh", out_act="linear", steps=3000)
+    r = theory.interpolation_sweep(params, x, y, RATIOS[::2], act="tanh", out_act="linear", tol="auto", max_steps=200)
+    assert np.all(r["residual"] < r["tol"])
+    np.testing.assert_allclose(r["tol"], [1e-10] * len(r["tol"]))  # precisions are normalised to max 1
+    np.testing.assert_allclose(r["dist_tp"], ridge_path_dist_tp(params, x, y, RATIOS[::2]), rtol=1e-8)
     assert np.all(np.diff(r["dist_tp"]) < 0) and np.all(np.diff(r["angle_tp"]) < 0)
-    assert np.all(np.diff(r["dist_ff"]) > 0)
-    assert r["angle_bp"][0] < 0.01 and r["dist_tp"][-1] < 0.01
+    assert np.all(np.diff(r["dist_ff"]) > 0) and np.all(np.diff(r["angle_bp"]) > 0)
+    assert r["angle_bp"][0] < 0.01
+
+
+def test_sweep_residual_is_the_activity_gradient_and_can_fail():
+    """equilibrium_residual at the feedforward pass of a 1-hidden-layer net with linear output is
+    max |pi_2 W_2^T (y - W_2 a)| (the hidden errors vanish there); and a truncated sweep is not certified."""
+    params, x, y = paper_net(0, [5, 5, 5], act="tanh")
+    ff = pclib.forward(params, x)
+    pi = jnp.array([0.5, 2.0])
+    W = np.asarray(params[1]["W"])
+    expected = np.max(np.abs(2.0 * (np.asarray(y) - np.asarray(ff[1]) @ W.T) @ W))
+    zs = [*ff[:-1], y]  # the feedforward pass with the output clamped to y
+    assert theory.equilibrium_residual(params, zs, precisions=pi) == pytest.approx(expected, rel=1e-12)
+    r = theory.interpolation_sweep(params, x, y, [1e3, 1e5], act="tanh", out_act="linear", tol=None, max_steps=1,
+                                   method="euler")
+    assert np.all(np.isnan(r["tol"])) and np.all(r["residual"] > 1e-3)
+    with pytest.raises(pclib.inference.NotConvergedError):
+        theory.interpolation_sweep(params, x, y, [1e5], act="tanh", out_act="linear", tol=1e-10, max_steps=2)
 
 
 def deep_net(seed):
@@ -443,7 +478,7 @@ def test_low_ratio_errors_are_backprop(seed, net):
     ff = pclib.forward(params, x)
     delta = theory.backprop_errors(params, ff, y - ff[-1])
     pi = theory.ratio_precisions(1e-4, 3, scheme="output")
-    zs = pclib.infer(params, x, y, precisions=pi, steps=3000, dt=0.2).activities
+    zs = theory.equilibrium(params, x, y, precisions=pi)  # certified: raises unless max|dF_i/dz| < tol
     eps = pclib.errors(params, zs)
     assert theory.relative_error([e / pi[-1] for e in eps[:-1]], delta[:-1]) < 1e-3
     assert theory.relative_error(eps[-1], delta[-1]) < 1e-3
@@ -473,7 +508,7 @@ def test_generalised_energy_adjoint_recursion(seed, net):
     assert float(jnp.abs(pclib.errors(params, early)[0]).max()) > 1e-3
     assert residual(early) > 0.2
     # at the squared-error equilibrium, pi eps obeys the recursion but pi h'(eps) does not
-    zq = pclib.infer(params, x, y, precisions=pi, steps=5000, dt=0.1).activities
+    zq = theory.equilibrium(params, x, y, precisions=pi)
     eq = [p * ep for p, ep in zip(pi, pclib.errors(params, zq))]
     assert theory.relative_error(eq[:-1], theory.backprop_errors(params, zq, eq[-1])[:-1]) < 1e-8
     assert residual(zq) > 0.3

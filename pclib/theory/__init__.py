@@ -41,7 +41,10 @@ from .precisions import RATIO_SCHEMES, generalised_energy, lambda_precisions, ra
 from .saddles import (
     explaining_away_energy, joint_hessian_schur, origin_hessians, origin_spectra, zero_rank_energy_curvature,
 )
-from .targets import backprop_errors, interpolation_sweep, random_invertible_problem, sample_activity_hessians, tp_targets
+from .targets import (
+    backprop_errors, equilibrium_residual, interpolation_sweep, random_invertible_problem, sample_activity_hessians,
+    tp_targets,
+)
 from .toy import (
     energy_grid, escape_steps, gd_path, gradient_grid, grid_2d, loss_grid, toy_energy_after, toy_equilibrated_energy,
     toy_loss, toy_params,
@@ -67,8 +70,9 @@ __all__ = [
     "LowRankLimit", "fixed_prediction_errors", "leaky_output_network", "least_squares_loss", "linear_log_likelihood",
     "low_rank_limits",
     "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "cosine", "energy_grid", "equilibrated_energy",
-    "equilibrium", "equilibrium_covariance", "escape_steps", "explaining_away_energy", "fisher_information", "gd_path", "generalised_energy",
-    "generalised_infer", "gradient_grid", "grid_2d", "interpolation_sweep", "joint_hessian_schur", "lambda_precisions", "layer_flow",
+    "equilibrium", "equilibrium_covariance", "equilibrium_residual", "escape_steps", "explaining_away_energy",
+    "fisher_information", "gd_path", "generalised_energy", "generalised_infer", "gradient_grid", "grid_2d",
+    "interpolation_sweep", "joint_hessian_schur", "lambda_precisions", "layer_flow",
     "linear_activity_hessian", "linear_equilibrated_energy", "linear_equilibrium", "loss_descent_rate", "loss_grid",
     "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_spectra", "random_invertible_problem",
     "ratio_precisions", "relative_error", "sample_activity_hessians", "toy_energy_after", "toy_equilibrated_energy",

@@ -159,7 +159,11 @@ def interpolation_sweep(
     * ``angle_tp``: the angle between the move $z^* - \hat z$ and the move that TP asks for, $t - \hat z$.
 
     ``pinv`` is passed to :func:`tp_targets` (for non-square weights). Returns a dict of NumPy
-    arrays of shape ``(len(ratios),)`` plus ``"ratios"``.
+    arrays of shape ``(len(ratios),)`` plus ``"ratios"``, and, to certify every point,
+    ``"residual"`` (:func:`equilibrium_residual` at each equilibrium, computed afresh by ``jax.grad``)
+    and ``"tol"`` (the tolerance each point was solved to; for linear networks, solved in closed form,
+    the tolerance ``"auto"`` would have used). With ``tol=None`` the points are ``max_steps``
+    iterations of inference, not certified, and the residual says how far from an equilibrium each is.
     """
     L = len(params)
     if L < 2:
@@ -168,13 +172,17 @@ def interpolation_sweep(
     ts = tp_targets(params, y, act=act, out_act=out_act, lowest=1, pinv=pinv)
     delta = backprop_errors(params, ff, y - ff[-1], act=act, out_act=out_act)
     hid = slice(1, L)
-    out = {k: [] for k in ("dist_ff", "dist_tp", "angle_bp", "angle_tp")}
+    out = {k: [] for k in ("dist_ff", "dist_tp", "angle_bp", "angle_tp", "residual", "tol")}
     init: Any = "ffwd"
     for r in ratios:
         pi = ratio_precisions(r, L, scheme=scheme)
+        closed_form = act == "linear" and out_act == "linear"
+        out["tol"].append(np.nan if tol is None and not closed_form
+                          else equilibria.default_tol(pi.dtype, pi) if closed_form or tol == "auto" else float(tol))
         zs = equilibria.equilibrium(params, x, y, act=act, out_act=out_act, precisions=pi, steps=steps, init=init,
                                     tol=tol, max_steps=max_steps, method=method)
         init = zs
+        out["residual"].append(equilibrium_residual(params, zs, act=act, out_act=out_act, precisions=pi))
         eps = errors(params, zs, act=act, out_act=out_act)
         out["dist_ff"].append(relative_error(zs[hid], ff[hid]))
         out["dist_tp"].append(relative_error(zs[hid], ts[hid]))
@@ -183,6 +191,37 @@ def interpolation_sweep(
     res = {k: np.asarray([float(v) for v in vs]) for k, vs in out.items()}
     res["ratios"] = np.asarray(ratios, dtype=float)
     return res
+
+
+def equilibrium_residual(
+    params: Params,
+    activities: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+    free: Sequence[int] | None = None,
+) -> float:
+    r"""How far ``activities`` are from an equilibrium: $\max_{i,\,l \in \text{free},\,k} |\partial F_i/\partial z_{l,k}|$.
+
+    The same quantity as :func:`pclib.infer`'s ``.residual``, computed independently of the solver by
+    ``jax.grad`` of the summed per-sample energies (each $F_i$ depends only on sample $i$'s activities).
+    ``free`` defaults to the hidden layers $1, \dots, L-1$ (both ends clamped). It is 0 exactly at a
+    critical point; compare it with the tolerance the point was solved to.
+    """
+    L = len(params)
+    free = tuple(range(1, L)) if free is None else tuple(int(l) for l in free)
+    if not free:
+        return 0.0
+
+    def total(free_z):
+        zs = list(activities)
+        for l, z in zip(free, free_z):
+            zs[l] = z
+        return jnp.sum(sample_energies(params, zs, act=act, out_act=out_act, precisions=precisions))
+
+    grads = jax.grad(total)([jnp.asarray(activities[l]) for l in free])
+    return max(float(jnp.max(jnp.abs(g))) for g in grads)
 
 
 def sample_activity_hessians(
