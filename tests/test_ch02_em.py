@@ -72,9 +72,12 @@ def test_equilibrated_energy_below_pi_L_times_loss(seed):
     stiff = jnp.asarray([1e3] * (len(params) - 1) + [3.0])
     f_stiff = float(theory.linear_equilibrated_energy(params, x, y, precisions=stiff))
     assert loss < f_stiff <= 3.0 * loss
-    # independent of the closed form: iterative inference ends at (or just above) F*
-    res = pclib.infer(params, x, y, act="linear", steps=3000, dt=0.5 / lam_max(params, pi), precisions=pi)
-    assert float(res.energies[-1]) <= float(pi[-1]) * loss
+    # independent of the closed form: Euler inference run to a tolerance ends at F*, below pi_L L
+    res = pclib.infer(params, x, y, act="linear", tol=1e-11, max_steps=200_000, dt=0.5 / lam_max(params, pi),
+                      precisions=pi)
+    f_star = float(theory.linear_equilibrated_energy(params, x, y, precisions=pi))
+    assert abs(float(res.energies[-1]) - f_star) < 1e-9 * max(1.0, f_star)
+    assert f_star < float(pi[-1]) * loss
 
 
 def test_zero_energy_means_feedforward_pass_and_zero_loss():
@@ -382,7 +385,8 @@ def test_pc_training_on_bottleneck_tends_to_the_principal_direction():
     assert abs(v @ v1) > 0.99999 and abs(v @ v_rrr) < 0.6
     assert abs((rec[-1, 0] - best) / (loss_pc - best) - 1) < 1e-2 and loss_pc - best > 0.05
     assert abs(rec[-1, 1] * rec[-1, 2] / c - 1) < 1e-2
-    assert rec[-1, 4] > 0.5 * lam[0]  # F* stays above its infimum, which lies at infinity
+    # F* approaches its infimum (at infinity) from above: most of the initial gap is closed, none crossed
+    assert 0 < rec[-1, 4] - 0.5 * lam[0] < 0.1 * (rec[0, 4] - 0.5 * lam[0])
     assert np.all(np.diff(rec[100:, 3]) > 0) and np.all(np.diff(rec[:, 4]) < 0)
     assert np.all(np.diff(rec[100:, 2]) > 0)  # |W_2| keeps growing
 
