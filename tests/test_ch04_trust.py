@@ -199,7 +199,7 @@ def test_natural_gradient_error_is_first_order_in_output_error(seed):
 def test_tr_term_is_large_and_opposes_bp_so_pc_gradient_is_shorter(seed):
     """The chapter's observations on random 4-8-8-3 tanh nets (its figure of cosines and norm ratios), on
     further nets: at output error s = 0.01 BP alone is not the PC direction (1 - cos > 0.01); at s = 0.01 and
-    s = 1 the TR term points largely against BP (cos < -0.5), its norm is 0.2 to 2 times BP's, and the PC
+    s = 1 the TR term points largely against BP (cos < -0.5), its norm is 0.25 to 1 times BP's, and the PC
     gradient at the iterated equilibrium is shorter than BP's. PC is computed by inference, BP and TR by
     autodiff of the quadratic model, so the test can fail on any of the four."""
     params, x, _ = random_net(seed, [4, 8, 8, 3], act="tanh", n=8)
@@ -215,7 +215,7 @@ def test_tr_term_is_large_and_opposes_bp_so_pc_gradient_is_shorter(seed):
             assert 1 - float(theory.tree_cosine(d["bp"], pc)) > 1e-2
         assert float(theory.tree_cosine(d["bp"], d["tr"])) < -0.5
         bp_norm, tr_norm, pc_norm = (float(optax.tree.norm(g)) for g in (d["bp"], d["tr"], pc))
-        assert 0.2 < tr_norm / bp_norm < 2
+        assert 0.25 < tr_norm / bp_norm < 1  # measured 0.31 to 0.72 on these 12 nets
         assert bp_norm > pc_norm
 
 
@@ -364,3 +364,23 @@ def test_trust_region_step_bad_input():
         theory.trust_region_step(params, x, y, ratio=[1.0, 2.0])
     with pytest.raises(ValueError, match="at least one hidden layer"):
         theory.trust_region_step(params[1:], x[:, :4], y, ratio=1.0)
+
+
+def test_pc_leaves_the_saddle_of_a_deep_net_first_at_matched_step_length():
+    """From init_mlp(scale=0.05), a 6-layer tanh net on 512 MNIST digits, matched (normalised) step lengths, each
+    method at its best of (0.1, 0.3), 120 iterations, a fourth initialisation (the chapter uses 0, 1, 2): PC's
+    loss falls below 0.43 first and its mean loss is lower; PC's gradient is near equilibrium and of BP's norm."""
+    from pclib import compare as fair
+
+    ds = pclib.data.get("mnist5k", seed=0)
+    x, y = np.asarray(ds.x_train[:512], np.float32), np.asarray(ds.y_train[:512], np.float32)
+    widths = [784] + [32] * 5 + [10]
+    c = fair.compare(lambda k: pclib.init_mlp(k, widths, dtype=jnp.float32, scale=0.05), x, y, lrs=[0.1, 0.3],
+                     mode="matched", steps=50, dt=0.2, seeds=(3,), epochs=15, batch_size=64, batch_seed=0)
+    assert c.equilibrium_gap.max() < 1e-2 and c.grad_ratio.max() < 1.5
+    below = c.losses < 0.43
+    assert below[0, 0].any()
+    first_pc = int(below[0, 0].argmax())
+    first_bp = int(below[1, 0].argmax()) if below[1, 0].any() else c.losses.shape[-1]
+    assert first_pc < first_bp
+    assert c.losses[0, 0].mean() < c.losses[1, 0].mean()

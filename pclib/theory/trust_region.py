@@ -72,7 +72,7 @@ def fisher_information(
 
     the Gauss-Newton part of $\nabla_z^2 F$. It does not depend on the target. At the feedforward
     values the hidden errors vanish, so with a linear output layer $\mathcal I(\hat z)$ *equals* the
-    Hessian $\nabla_z^2 F(\hat z)$ (Innocenti, Singh & Buckley 2023, Eq. 6).
+    Hessian $\nabla_z^2 F(\hat z)$ (Innocenti, Singh & Buckley 2023; Eq. 6 of the first author's blog summary).
 
     Returns an array of shape ``(N, D, D)``, $D = d_1 + \dots + d_{L-1}$, blocks ordered by layer.
     """
@@ -131,7 +131,7 @@ def natural_gradient_step(
     r"""The trust-region solution $\Delta z \approx -\mathcal I(\hat z)^{-1} g$ of each sample, per hidden layer.
 
     The minimiser of the quadratic model $g^\top\Delta z + \frac12\Delta z^\top\mathcal I\Delta z$: a natural-gradient
-    step on the loss in activity space (Innocenti, Singh & Buckley 2023, Eq. 7). For a linear network
+    step on the loss in activity space (Innocenti, Singh & Buckley 2023; Eq. 7 of the blog summary). For a linear network
     it is the exact equilibrium displacement $z^* - \hat z$. Returns ``[dz_1, ..., dz_{L-1}]``, each ``(N, d_l)``.
     """
     I = fisher_information(params, x, act=act, out_act=out_act, precisions=precisions)
@@ -173,7 +173,7 @@ def trust_region_decomposition(
     out_act: Activation = "linear",
     precisions: Any = None,
 ) -> dict:
-    r"""Split the PC weight gradient as *BP direction + trust-region direction* (Innocenti et al. 2023, Eq. 8).
+    r"""Split the PC weight gradient as *BP direction + trust-region direction* (Innocenti et al. 2023; cf. the unnumbered weight-gradient formula after Eq. 7 of the blog summary, which differs in form: see :func:`blog_weight_gradient`).
 
     Differentiating $\tilde F^*$ of :func:`trust_region_energy` in the weights gives
 
