@@ -4,7 +4,9 @@ For every page of `_build/html`: no JavaScript error; no request leaves the mach
 MathJax rendered every formula (no raw `$$`, `\\begin`, `\\(` left, no TeX error boxes); every image
 loaded; every internal link and cross-reference points to an existing file and anchor; no dead widget.
 For every chapter: its Colab launch button targets the chapter's committed .ipynb on the configured
-branch, and its kernel-free player changes the figure when the next button or the slider is used.
+branch, its kernel-free player changes the figure when the next button or the slider is used, and
+each of its (at least three) explorable figures (pclib.explore) changes when any of its controls is
+moved, drawn by the book's own plotly.js, loaded once per page.
 The search page finds "energy". A full-page screenshot of each page goes to `_build/screenshots/`.
 
 The browser is Debian's Chromium (`/usr/bin/chromium`, or $BOOK_CHROMIUM), driven by Playwright's
@@ -249,3 +251,52 @@ def test_search_finds_energy(open_page):
     results.first.wait_for(timeout=20_000)
     hrefs = results.locator("a").evaluate_all("(as) => as.map(a => a.getAttribute('href'))")
     assert any("book/chapters/" in (h or "") for h in hrefs), f"search for 'energy' found no chapter: {hrefs}"
+
+
+EXPLORE_JS = """(k) => {
+  const root = document.querySelectorAll('div.pclib-explore')[k];
+  const plot = root.querySelector('.pclib-explore-plot');
+  return {id: root.id, drawn: Array.isArray(plot.data) && plot.data.length > 0,
+          data: plot.data ? JSON.stringify(plot.data.map(t => [t.x, t.y, t.z])) : null,
+          controls: Array.from(root.querySelectorAll('[data-control]')).map(c => ({name: c.name, tag: c.tagName,
+            value: c.value, n: c.tagName === 'SELECT' ? c.options.length : Number(c.max) + 1}))};
+}"""
+
+SET_CONTROL_JS = """([k, name, value]) => {
+  const el = document.querySelectorAll('div.pclib-explore')[k].querySelector(`[data-control][name="${name}"]`);
+  el.value = String(value);
+  el.dispatchEvent(new Event('input', {bubbles: true}));
+  el.dispatchEvent(new Event('change', {bubbles: true}));
+}"""
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_explorable_figures_work_without_a_kernel(open_page, chapter):
+    """At least three plotly figures per chapter, drawn from the book's own plotly.js (loaded once per page);
+    moving each control changes the figure, with no JavaScript error and no request leaving the book."""
+    p = open_page(f"book/chapters/{chapter}.html")
+    page = p.page
+    n = page.locator("div.pclib-explore").count()
+    assert n >= 3, f"{chapter}: {n} explorable figures (pclib.explore), expected at least 3"
+    page.wait_for_function("() => Array.from(document.querySelectorAll('div.pclib-explore .pclib-explore-plot'))"
+                           ".every(p => Array.isArray(p.data) && p.data.length > 0)", timeout=30_000)
+    loads = page.evaluate("() => Array.from(document.scripts).map(s => s.getAttribute('src') || '')"
+                          ".filter(s => s.endsWith('plotly.min.js'))")
+    assert loads == ["../../plotly/plotly.min.js"], f"{chapter}: plotly.js loaded as {loads}, expected once, locally"
+    ids = []
+    for k in range(n):
+        state = page.evaluate(EXPLORE_JS, k)
+        ids.append(state["id"])
+        assert state["drawn"] and state["controls"], f"{chapter}: figure {state['id']} is not drawn or has no control"
+        for c in state["controls"]:
+            assert c["n"] >= 2, f"{state['id']}: control {c['name']} offers {c['n']} value"
+            before = page.evaluate(EXPLORE_JS, k)["data"]
+            new = (int(c["value"]) + 1) % c["n"]
+            page.evaluate(SET_CONTROL_JS, [k, c["name"], new])
+            page.wait_for_timeout(50)
+            after = page.evaluate(EXPLORE_JS, k)["data"]
+            assert after != before, f"{state['id']}: moving {c['name']} to {new} did not change the figure"
+            page.evaluate(SET_CONTROL_JS, [k, c["name"], c["value"]])
+    assert len(set(ids)) == len(ids), f"{chapter}: duplicate figure ids {ids}"
+    assert not p.errors, f"{chapter}: JavaScript errors: {p.errors}"
+    assert not p.external, f"{chapter}: requests left the book: {p.external}"

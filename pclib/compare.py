@@ -164,25 +164,33 @@ def _runner(method: str, optimizer: Callable, *, mode: str, act: Activation, out
 
 
 def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-8, chunk=250, max_steps=40_000):
-    r"""PC's inference equilibrium (both ends clamped) by :func:`pclib.infer`, in chunks of ``chunk``
-    steps from ``init``; returns (activities, residual).
+    r"""PC's inference equilibrium (both ends clamped), returning (activities, residual) with the
+    residual relative to the feedforward pass's (see :func:`_residual`).
 
-    The step starts at $\mathrm dt = 0.5 / \max_l(\pi_l + \pi_{l+1}\lVert W_{l+1}\rVert_2^2)$ (as in
-    :func:`pclib.equilibria.equilibrium`); a chunk that lowers the energy is kept and the step grows
-    by half, one that raises it is undone and the step halves, so the run follows the fastest stable
-    Euler step. It stops when the residual is below ``tol``, when four kept chunks in a row fail to
-    halve the best residual (the floor of the float type; for ReLU, the gradient's jump at the kinks,
-    which no step removes), or after ``max_steps``.
+    First line-search Newton–CG (:func:`pclib.infer` with ``method="newton"``) to the absolute
+    tolerance ``tol`` times the largest activity gradient at the start. Where that is not enough
+    (ReLU, whose gradient jumps at the kinks, or float32 round-off), Euler continues in chunks of
+    ``chunk`` steps from there: the step starts at
+    $\mathrm dt = 0.5 / \max_l(\pi_l + \pi_{l+1}\lVert W_{l+1}\rVert_2^2)$; a chunk that lowers the
+    energy is kept and the step grows by half, one that raises it is undone and the step halves. It
+    stops when the residual is below ``tol``, when four kept chunks in a row fail to halve the best
+    residual (the floor of the float type, or ReLU's kinks), or after ``max_steps``.
     """
     pi = np.asarray(as_precisions(precisions, len(params), params[0]["W"].dtype), np.float64)
     if len(params) == 1:  # no hidden layer: the clamped activities are the equilibrium
         return infer(params, x, y, act=act, out_act=out_act, steps=0).activities, 0.0
+    opts = dict(act=act, out_act=out_act, precisions=jnp.asarray(pi, params[0]["W"].dtype))
+    start = infer(params, x, y, steps=0, init=init, **opts)
+    scale = float(start.residual) if start.residual is not None else 1.0
+    zs = start.activities
+    if scale > 0:
+        newton = infer(params, x, y, init=zs, tol=tol * scale, max_steps=50, method="newton", check=False, **opts)
+        e = np.asarray(newton.energies)
+        if np.all(np.isfinite(e)) and e[-1] <= e[0]:
+            zs = newton.activities
+    res = best = float(_residual(params, zs, **opts))
     norms = [float(jnp.linalg.norm(p["W"], 2)) ** 2 for p in params[1:]] + [0.0]
     dt = 0.5 / max(pi[l] + (pi[l + 1] if l + 1 < len(params) else 0.0) * norms[l] for l in range(len(params)))
-    pi = jnp.asarray(pi, params[0]["W"].dtype)
-    opts = dict(act=act, out_act=out_act, precisions=pi)
-    zs = infer(params, x, y, steps=0, init=init, **opts).activities
-    res = best = float(_residual(params, zs, **opts))
     done, stalls = 0, 0
     while done < max_steps and stalls < 4 and res > tol:
         run = infer(params, x, y, steps=chunk, dt=dt, init=zs, check=False, **opts)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import solvers
-from .energy import as_precisions, errors
+from .energy import as_precisions, errors, sample_energies
 from .inference import (
     DEFAULT_MAX_STEPS, METHODS, InferenceDivergedError, NotConvergedError, infer, not_converged_message,
 )
@@ -113,6 +113,34 @@ def equilibrium(
     options = dict(steps=cap) if tol_f is None else dict(tol=tol_f, max_steps=cap)
     return infer(params, x, y, act=act, out_act=out_act, precisions=pi, dt=dt, init=init, method=method,
                  **options).activities
+
+
+def residual(
+    params: Params,
+    activities: list,
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+) -> float:
+    r"""How far ``activities`` are from a clamped equilibrium: $\max_i \max_{l,k} |\partial F_i/\partial z_{l,k}|$
+    over the hidden layers $l = 1..L-1$ (input and output clamped), by ``jax.grad`` of
+    :func:`pclib.sample_energies`. The number to print beside anything read off an equilibrium: it is
+    below :func:`default_tol` for what :func:`equilibrium` returns, and large for a truncated run.
+    """
+    check_params(params)
+    zs = [jnp.asarray(z) for z in activities]
+    if len(zs) != len(params) + 1:
+        raise ValueError(f"activities must list {len(params) + 1} arrays [x, z_1, ..., y]; got {len(zs)}")
+    if len(params) == 1:
+        return 0.0
+    pi = as_precisions(precisions, len(params), zs[0].dtype)
+
+    def total(hidden):
+        return jnp.sum(sample_energies(params, [zs[0], *hidden, zs[-1]], act=act, out_act=out_act, precisions=pi))
+
+    g = jax.grad(total)(zs[1:-1])
+    return float(max(jnp.max(jnp.abs(a)) for a in g))
 
 
 def generalised_infer(

@@ -214,6 +214,13 @@ def _run(params, x, y, warm, key, dt, precisions, tol, *, act, out_act, init, cl
     n = zs[0].shape[0]
     trajectory = None
     inner = jnp.asarray(0)
+    if not free:  # every layer is clamped (a one-layer network with x and y given): nothing moves
+        energies = jnp.full((steps + 1,), total([]) / n)
+        if record:
+            trajectory = [jnp.broadcast_to(z, (steps + 1,) + z.shape) for z in zs]
+        residual = jnp.zeros((), dtype)
+        converged = residual < tol if use_tol else None
+        return list(zs), energies, trajectory, residual, jnp.asarray(0), converged, inner
     if method == "euler" and not use_tol:
 
         def step(free_z, _):

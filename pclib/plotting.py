@@ -94,3 +94,46 @@ def player(
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     return HTML(html)
+
+
+def pcn_schematic(ax: Any, *, n_layers: int = 3) -> None:
+    r"""Draw the units of a PCN and their connections on ``ax``: one value unit $z_l$ and one error unit
+    $\varepsilon_l = z_l - \mu_l$ per layer (Rao & Ballard 1999; Millidge et al. 2022, Fig. 1).
+
+    Value units sit on the bottom row, error units on the top row. Each error unit receives its own
+    value unit (+) and the prediction $\mu_l = f_l(W_l z_{l-1} + b_l)$ from the layer below (−); each
+    hidden value unit is pushed by its own error ($-\pi_l\varepsilon_l$) and by the error above through the
+    feedback weights ($+\pi_{l+1}J_{l+1}^\top\varepsilon_{l+1}$). The input and output units are clamped (filled).
+    """
+    if n_layers < 2:
+        raise ValueError(f"n_layers must be at least 2 (input, one hidden layer, output); got {n_layers}")
+    from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
+
+    xs = np.arange(n_layers + 1) * 2.2
+    y_val, y_err, r = 0.0, 1.6, 0.33
+
+    def arrow(p, q, color, text=None, rad=0.0, offset=(0.0, 0.0)):
+        ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=11, color=color, lw=1.3,
+                                     connectionstyle=f"arc3,rad={rad}", shrinkA=14, shrinkB=14))
+        if text:
+            ax.text((p[0] + q[0]) / 2 + offset[0], (p[1] + q[1]) / 2 + offset[1], text, color=color, fontsize=8,
+                    ha="center", va="center")
+
+    for l, xl in enumerate(xs):
+        clamped = l in (0, n_layers)
+        name = "$x$" if l == 0 else ("$y$" if l == n_layers else f"$z_{l}$")
+        ax.add_patch(Circle((xl, y_val), r, facecolor="0.75" if clamped else "white", edgecolor="k", lw=1.2))
+        ax.text(xl, y_val, name, ha="center", va="center", fontsize=10)
+        if l == 0:
+            continue
+        ax.add_patch(Rectangle((xl - r, y_err - r), 2 * r, 2 * r, facecolor="white", edgecolor=COLORS["L"], lw=1.2))
+        ax.text(xl, y_err, rf"$\varepsilon_{l}$", ha="center", va="center", fontsize=10, color=COLORS["L"])
+        err = (xl, y_err)
+        arrow((xs[l - 1], y_val), err, "0.35", rf"$-\mu_{l}$", offset=(-0.25, 0.25))
+        arrow((xl, y_val), err, "0.35", "+", rad=-0.35, offset=(-0.4, 0.0))
+        if not clamped:
+            arrow(err, (xl, y_val), COLORS["L"], rad=-0.35)
+        if l >= 2:
+            arrow(err, (xs[l - 1], y_val), COLORS["E"], r"$+J^\top\varepsilon$", rad=0.45, offset=(-0.3, 0.6))
+    ax.set(xlim=(xs[0] - 0.8, xs[-1] + 0.8), ylim=(-0.6, 2.6), aspect="equal")
+    ax.axis("off")

@@ -124,21 +124,25 @@ def test_marginal_residual_tanh_decays_with_inference(seed):
     assert abs(r[0] - 1) < 1e-12 and r[1] < r[0] and r[2] < r[1] and r[3] < 1e-8
 
 
-def test_relu_pointwise_residual_stalls_but_average_force_balances():
-    """ReLU: fixed-step inference chatters at kinks; only the time-averaged forces balance."""
+def test_relu_chatter_window_shrinks_with_dt_while_pointwise_residual_stays():
+    """ReLU: fixed-step inference chatters at kinks. The pointwise marginal residual stays large at
+    every step size, but the window the iterates visit shrinks in proportion to dt (a factor 4 here);
+    the time-averaged force is just the displacement over the window, so it is no evidence."""
     params, x, y = random_net(0, [8, 16, 16, 16, 4], act="relu")
     zs = pclib.infer(params, x, y, act="relu", steps=3000, dt=0.1).activities
-    assert float(theory.marginal_residual(params, zs, act="relu")) > 0.05
-    traj = pclib.infer(params, x, y, act="relu", steps=500, dt=0.1, init=zs, record=True).trajectory
-    split = jax.vmap(lambda h: energy_gradient_split(params, [x, *h, y], act="relu"))(traj[1:-1])
-    gL = [a[:-1].mean(0) for a in split[0]]
-    gF = [(a + b)[:-1].mean(0) for a, b in zip(*split)]
-    # the averaged force is exactly the displacement over the window: check that identity too
-    disp = [(z[-1] - z[0]) / (500 * 0.1) for z in traj[1:-1]]
-    for f, d in zip(gF, disp):
-        np.testing.assert_allclose(f, -d, atol=1e-10)
-    r = float(jnp.sqrt(sum(jnp.sum(g**2) for g in gF) / sum(jnp.sum(g**2) for g in gL)))
-    assert r < 1e-2
+    diam, resid = {}, {}
+    for dt in (0.1, 0.025):
+        z = pclib.infer(params, x, y, act="relu", steps=int(25 / dt), dt=dt, init=zs).activities
+        traj = pclib.infer(params, x, y, act="relu", steps=int(25 / dt), dt=dt, init=z, record=True).trajectory
+        h = jnp.concatenate([t.reshape(t.shape[0], -1) for t in traj[1:-1]], axis=1)
+        diam[dt] = float(jnp.max(jnp.linalg.norm(h - h.mean(0), axis=1)) / jnp.linalg.norm(h[-1]))
+        resid[dt] = float(theory.marginal_residual(params, [t[-1] for t in traj], act="relu"))
+        # the averaged Euler force is exactly minus the displacement over the window's length
+        split = jax.vmap(lambda hh: energy_gradient_split(params, [x, *hh, y], act="relu"))(traj[1:-1])
+        for (gl, ge), t in zip(zip(*split), traj[1:-1]):
+            np.testing.assert_allclose((gl + ge)[:-1].mean(0), -(t[-1] - t[0]) / 25.0, atol=1e-9)
+    assert min(resid.values()) > 0.05
+    assert 2.5 < diam[0.1] / diam[0.025] < 8
 
 
 def test_marginal_residual_undefined_without_output_error():
@@ -252,16 +256,33 @@ def test_start_on_the_wrong_side_raises_the_loss():
 
 
 def test_deep_net_violates_bound_from_feedforward_pass():
-    """The energy gradient bound need not persist: chapter 1's six-layer linear net, tiny step."""
-    params, x, y = pclib.random_problem(66, [18, 5, 14, 13, 2, 14, 6], act="linear", n=1)
-    dt = 0.05 / 8.9
-    assert dt < 0.1 / lam_max(params)
-    res = pclib.infer(params, x, y, act="linear", steps=3000, dt=dt, record=True)
+    """The energy gradient bound need not persist: chapter 1's hand-built two-hidden-layer net, small step."""
+    params, x, y = theory.leaky_output_network()
+    dt = 0.1 / lam_max(params)
+    res = pclib.infer(params, x, y, act="linear", steps=1200, dt=dt, record=True)
     rate = np.asarray(jax.vmap(lambda zs: theory.loss_descent_rate(params, zs, act="linear"))(res.trajectory))[:, 0]
-    L = loss_trace(params, x, y, dt=dt, steps=3000)
+    L = loss_trace(params, x, y, dt=dt, steps=1200)
     assert rate[0] > 0 and rate.min() < 0
     assert np.all(np.diff(L)[rate[:-1] < -1e-9] > 0)
     assert np.all(np.diff(np.asarray(res.energies)) <= 0)  # F still falls
+
+
+@pytest.mark.parametrize("act", ["linear", "tanh"])
+def test_feedforward_start_is_not_the_largest_margin(act):
+    """Shifting the top hidden layer by 0.3 * grad L raises -dL/dt at t = 0 in every sample. For a linear
+    output layer the shifted rate has a closed form: with g = grad_{z_{L-1}} L at the feedforward pass,
+    the shift s = 0.3 g adds its own error s, and g' = g + 0.3 W_L^T W_L g, so rate = |g'|^2 + 0.3 g'.g."""
+    params, x, y = random_net(0, [8, 12, 12, 4], act=act)
+    zs = pclib.forward(params, x, act=act)[:-1] + [y]
+    g = energy_gradient_split(params, zs, act=act)[0][-1]
+    shifted = zs[:-2] + [zs[-2] + 0.3 * g, y]
+    r0 = np.asarray(theory.loss_descent_rate(params, zs, act=act))
+    r1 = np.asarray(theory.loss_descent_rate(params, shifted, act=act))
+    np.testing.assert_allclose(r0, np.sum(np.asarray(g) ** 2, 1), rtol=1e-10)
+    W = np.asarray(params[-1]["W"])
+    g2 = np.asarray(g) + 0.3 * np.asarray(g) @ W.T @ W
+    np.testing.assert_allclose(r1, np.sum(g2**2, 1) + 0.3 * np.sum(g2 * np.asarray(g), 1), rtol=1e-10)
+    assert np.all(r1 > r0)
 
 
 # ---------------------------------------------------------------- Theorem 3.6 and the envelope theorem
@@ -318,18 +339,52 @@ def test_pc_training_drives_bp_gradient_to_zero_on_wide_net():
     assert w2[-1] > 3 * w2[0]
 
 
-def test_pc_training_misses_bp_optimum_on_bottleneck():
-    """PC's limit on a rank-1 bottleneck stays above the best rank-1 loss that backprop reaches."""
+def _pc_blocks(params, x, y, iters, every=1000, lr=0.05):
+    """Full-batch PC with exact E-steps; after every block: (L, |grad L|, |W_2|_F, -log p(y|x), F*)."""
+    def one(p, _):
+        g = pclib.pc_grads(p, theory.linear_equilibrium(p, x, y), act="linear")
+        return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+
+    def block(p, _):
+        p = jax.lax.scan(one, p, None, length=every)[0]
+        return p, jnp.stack([pclib.mse_loss(p, x, y, act="linear"), _norm(pclib.bp_grads(p, x, y, act="linear")),
+                             jnp.linalg.norm(p[-1]["W"]), theory.linear_log_likelihood(p, x, y),
+                             theory.linear_equilibrated_energy(p, x, y)])
+    p, rec = jax.lax.scan(block, params, None, length=iters // every)
+    return p, np.asarray(rec)
+
+
+def test_pc_training_on_bottleneck_tends_to_the_principal_direction():
+    """Chapter 2's bottleneck proposition, against expected values computed by hand below from the data
+    alone (PCA of the targets, a least-squares fit along it, reduced-rank regression by SVD): after 200k
+    exact-E-step PC updates, the output direction is the targets' top principal direction, not backprop's;
+    the loss gap to backprop's optimum is the predicted one; |grad L| |W_2| tends to the predicted c;
+    -log p(y|x) rises while F* falls; and backprop itself reaches the reduced-rank optimum."""
     params, x, y = pclib.random_problem(0, [4, 1, 2], act="linear", n=32)
+    X, Y = np.asarray(x), np.asarray(y)
+    yc = Y - Y.mean(0)
+    lam, U = np.linalg.eigh(yc.T @ yc / len(Y))
+    v1 = U[:, -1]
+    Xa = np.c_[X, np.ones(len(X))]
+    t = Xa @ np.linalg.lstsq(Xa, yc @ v1, rcond=None)[0]
+    loss_pc = 0.5 * lam[0] + 0.5 * np.mean((yc @ v1 - t) ** 2)
+    c = np.linalg.norm((yc - np.outer(yc @ v1, v1)).T @ t / len(Y))
     best = _reduced_rank_loss(x, y, 1)
-    _, (loss, gnorm, _, pc_norm, w2) = _pc_full_batch(params, x, y, 20000)
-    assert float(loss[-1]) - best > 1e-2
-    assert float(jnp.min(loss)) - best < 5e-3  # it passes close to the optimum on the way, then leaves
-    # PC's gradient (that of F*) goes to 0, while |grad L| keeps decreasing slowly and W_2 keeps growing
-    assert float(pc_norm[-1]) < 1e-2 * float(pc_norm[0])
-    gnorm, w2 = np.asarray(gnorm)[10000:], np.asarray(w2)[10000:]
-    assert np.all(np.diff(gnorm) <= 0) and gnorm[-1] < gnorm[0]
-    assert np.all(np.diff(w2) >= 0) and w2[-1] > w2[0]
+    fit = Xa @ np.linalg.lstsq(Xa, yc, rcond=None)[0]
+    v_rrr = np.linalg.svd(fit, full_matrices=False)[2][0]
+    # the library's low_rank_limits agrees with the hand computation
+    lim = theory.low_rank_limits(x, y, rank=1)
+    np.testing.assert_allclose([lim.pc_loss, lim.bp_loss, lim.pc_grad_scale, lim.pc_energy_inf],
+                               [loss_pc, best, c, 0.5 * lam[0]], rtol=1e-10)
+    p_end, rec = _pc_blocks(params, x, y, 200_000)
+    v = np.asarray(p_end[1]["W"])[:, 0]
+    v = v / np.linalg.norm(v)
+    assert abs(v @ v1) > 0.99999 and abs(v @ v_rrr) < 0.6
+    assert abs((rec[-1, 0] - best) / (loss_pc - best) - 1) < 1e-2 and loss_pc - best > 0.05
+    assert abs(rec[-1, 1] * rec[-1, 2] / c - 1) < 1e-2
+    assert rec[-1, 4] > 0.5 * lam[0]  # F* stays above its infimum, which lies at infinity
+    assert np.all(np.diff(rec[100:, 3]) > 0) and np.all(np.diff(rec[:, 4]) < 0)
+    assert np.all(np.diff(rec[100:, 2]) > 0)  # |W_2| keeps growing
 
     def bp(p, _):
         return jax.tree_util.tree_map(lambda a, b: a - 0.05 * b, p, pclib.bp_grads(p, x, y, act="linear")), None
@@ -337,7 +392,82 @@ def test_pc_training_misses_bp_optimum_on_bottleneck():
     assert abs(float(pclib.mse_loss(p_bp, x, y, act="linear")) - best) < 1e-8
     # at backprop's optimum PC's gradient (that of F*) is not zero, so PC does not stop there
     g = jax.grad(lambda p: theory.linear_equilibrated_energy(p, x, y))(p_bp)
-    assert float(jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(g)))) > 1e-3
+    assert float(_norm(g)) > 1e-3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bottleneck_equilibrated_energy_splits_along_and_across_the_output_direction(seed):
+    """F* (from the exact equilibrium) = (1/2N) sum |(I - vv^T)(y - b_2)|^2 + (v^T e)^2 / (1 + r^2) for
+    width-1 nets; F* >= (1/2)(sum of all but the top eigenvalue of the target covariance), and the
+    explicit family W_1 = 0, b_1 = 0, b_2 = mean(y), W_2 = r v_1 attains it up to lambda_1 / (2(1 + r^2))."""
+    params, x, y = random_net(seed, [3, 1, 3], act="linear", scale=1.0 + seed)
+    F = float(pclib.energy(params, theory.linear_equilibrium(params, x, y), act="linear"))
+    W2, b2 = np.asarray(params[1]["W"])[:, 0], np.asarray(params[1]["b"])
+    r, v = np.linalg.norm(W2), W2 / np.linalg.norm(W2)
+    Y = np.asarray(y)
+    e = Y - np.asarray(pclib.predict(params, x, act="linear"))
+    P = np.eye(3) - np.outer(v, v)
+    expected = 0.5 * np.mean(np.sum(((Y - b2) @ P) ** 2, 1) + (e @ v) ** 2 / (1 + r**2))
+    np.testing.assert_allclose(F, expected, rtol=1e-10)
+    yc = Y - Y.mean(0)
+    lam, U = np.linalg.eigh(yc.T @ yc / len(Y))
+    assert F >= 0.5 * lam[:2].sum() * (1 - 1e-12)
+    for rr in (1.0, 10.0, 100.0):
+        p = [{"W": jnp.zeros_like(params[0]["W"]), "b": jnp.zeros(1)}, {"W": jnp.asarray(rr * U[:, -1:]), "b": jnp.asarray(Y.mean(0))}]
+        np.testing.assert_allclose(float(theory.linear_equilibrated_energy(p, x, y)),
+                                   0.5 * lam[:2].sum() + lam[2] / (2 * (1 + rr**2)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_wide_critical_points_of_equilibrated_energy_are_least_squares(seed):
+    """With W_2 of full row rank fixed, weights whose output map is the least-squares fit make the gradient
+    of F* in (W_1, b_1, b_2) vanish; moving the map off the fit makes it non-zero."""
+    params, x, y = random_net(seed, [4, 8, 2], act="linear")
+    X, Y = np.asarray(x), np.asarray(y)
+    Xa = np.c_[X, np.ones(len(X))]
+    B = np.linalg.lstsq(Xa, Y, rcond=None)[0]  # Y ~ X A^T + c
+    A, c0 = B[:4].T, B[4]
+    W2, b2 = np.asarray(params[1]["W"]), np.asarray(params[1]["b"])
+    pinv = np.linalg.pinv(W2)
+    def with_map(A_, c_):
+        return [{"W": jnp.asarray(pinv @ A_), "b": jnp.asarray(pinv @ (c_ - b2))}, {"W": jnp.asarray(W2), "b": jnp.asarray(b2)}]
+    grad = lambda p: jax.grad(lambda q: theory.linear_equilibrated_energy(q, x, y))(p)  # noqa: E731
+    g = grad(with_map(A, c0))
+    assert max(float(jnp.abs(g[0]["W"]).max()), float(jnp.abs(g[0]["b"]).max()), float(jnp.abs(g[1]["b"]).max())) < 1e-12
+    g = grad(with_map(A + 0.1, c0))
+    assert float(jnp.abs(g[0]["W"]).max()) > 1e-4
+    np.testing.assert_allclose(theory.least_squares_loss(x, y), 0.5 * np.mean(np.sum((Y - Xa @ B) ** 2, 1)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_linear_log_likelihood_matches_the_generative_model(seed):
+    """-mean log p(y|x) against an independent computation: the model's covariance propagated layer by
+    layer (Sigma_l = W_l Sigma_{l-1} W_l^T + I / pi_l) and SciPy's Gaussian density; and the identity
+    -log p = F* + (1/2) log det(2 pi S) with F* from iterative inference, not the closed form."""
+    from scipy.stats import multivariate_normal
+
+    params, x, y = random_net(seed, [4] + [5] * (1 + seed % 3) + [3], act="linear")
+    pi = jnp.asarray(np.random.default_rng(seed).uniform(0.3, 3.0, size=len(params)))
+    m, C = np.asarray(x), np.zeros((4, 4))
+    for layer, prec in zip(params, np.asarray(pi)):
+        W = np.asarray(layer["W"])
+        m, C = m @ W.T + np.asarray(layer["b"]), W @ C @ W.T + np.eye(len(W)) / prec
+    expected = -np.mean([multivariate_normal(mi, C).logpdf(yi) for mi, yi in zip(m, np.asarray(y))])
+    nll = float(theory.linear_log_likelihood(params, x, y, precisions=pi))
+    np.testing.assert_allclose(nll, expected, rtol=1e-10)
+    zs = pclib.infer(params, x, y, act="linear", steps=8000, dt=0.5 / lam_max(params, pi), precisions=pi).activities
+    F_star = float(pclib.energy(params, zs, act="linear", precisions=pi))
+    np.testing.assert_allclose(nll, F_star + 0.5 * np.linalg.slogdet(2 * np.pi * C)[1], rtol=1e-8)
+
+
+def test_linear_log_likelihood_and_low_rank_limits_reject_bad_input():
+    params, x, y = random_net(0, [4, 5, 3], act="linear")
+    with pytest.raises(ValueError, match="precisions must all be positive"):
+        theory.linear_log_likelihood(params, x, y, precisions=jnp.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="rank must be between 1 and d_out - 1"):
+        theory.low_rank_limits(x, y, rank=3)
+    with pytest.raises(ValueError, match="same N"):
+        theory.low_rank_limits(x, y[:-1], rank=1)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -410,25 +540,28 @@ def test_train_compare_rejects_bad_batch_size():
         learning.train_compare(params, x, y, batch_size=0, progress=False)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_pc_and_bp_both_learn_digits_with_high_but_imperfect_cosine(seed):
-    """The chapter's default Fig. 4B/C run, one seed per case: both methods learn (test accuracy
-    above 80%), and the PC-BP update cosine stays between 0.5 and 0.99 at every iteration."""
+def test_pc_gradient_is_several_times_shorter_than_bp_at_initialisation():
+    """Why one shared learning rate is unfair: on the chapter's digits network, PC's gradient after 20
+    inference steps is at least 2 times shorter than backprop's in every layer, for three seeds."""
     ds = pclib.data.digits(seed=0)
-    p0 = pclib.init_mlp(jax.random.key(seed), [64, 64, 32, 10], act="relu")
-    opt = optax.sgd(0.05, momentum=0.9)
-    kw = dict(optimizer=opt, epochs=6, batch_size=64, seed=seed, act="relu", progress=False)
-    p_pc, h = learning.train_compare(p0, ds.x_train, ds.y_train, steps=20, dt=0.2, **kw)
-    p_bp, hb = pclib.train(p0, ds.x_train, ds.y_train, method="bp", **kw)
-    acc = [np.mean(np.argmax(pclib.predict(p, ds.x_test, act="relu"), 1) == ds.labels_test) for p in (p_pc, p_bp)]
-    assert min(acc) > 0.8
-    assert np.mean(h["loss"][-5:]) < 0.5 * np.mean(h["loss"][:5])
-    assert h["cosine"].min() > 0.5 and (1 - h["cosine"]).min() > 1e-2
-    # the chapter's comparison at equal learning rate: PC ends less accurate, its batch loss lags in every
-    # epoch, its gradient is shorter than BP's at every iteration, and most cosines are below the paper's 0.9
-    assert acc[0] < acc[1]
-    pc_loss, bp_loss = np.array_split(np.asarray(h["loss"]), 6), np.array_split(np.asarray(hb["loss"]), 6)
-    assert all(a.mean() > b.mean() for a, b in zip(pc_loss, bp_loss))
-    ratio = np.asarray(h["pc_norm"]) / np.asarray(h["bp_norm"])
-    assert ratio.max() < 1 and np.median(ratio) < 1
-    assert np.mean(h["cosine"] < 0.9) > 0.5
+    xb, yb = ds.x_train[:64], ds.y_train[:64]
+    for seed in range(3):
+        p0 = pclib.init_mlp(jax.random.key(seed), [64, 64, 32, 10], act="relu")
+        zs = pclib.infer(p0, xb, yb, act="relu", steps=20, dt=0.2).activities
+        g_pc, g_bp = pclib.pc_grads(p0, zs, act="relu"), pclib.bp_grads(p0, xb, yb, act="relu")
+        for a, b in zip(g_pc, g_bp):
+            assert float(_norm(b)) > 2 * float(_norm(a))
+
+
+def test_update_cosine_depends_on_learning_rate_on_digits():
+    """The chapter's Fig. 4C run at two rates, one seed: the cosine stays between 0.5 and 0.99, and the
+    share of iterations below the paper's 0.9 is larger at the smaller rate."""
+    ds = pclib.data.digits(seed=0)
+    p0 = pclib.init_mlp(jax.random.key(0), [64, 64, 32, 10], act="relu")
+    share = []
+    for lr in (0.05, 0.2):
+        _, h = learning.train_compare(p0, ds.x_train, ds.y_train, optimizer=optax.sgd(lr, momentum=0.9), epochs=6,
+                                      batch_size=64, seed=0, act="relu", steps=20, dt=0.2, progress=False)
+        assert h["cosine"].min() > 0.5 and h["cosine"].max() < 0.99
+        share.append(np.mean(h["cosine"] < 0.9))
+    assert share[0] > share[1]

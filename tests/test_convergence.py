@@ -279,3 +279,19 @@ def test_wrong_warm_start_names_the_fix():
         pclib.infer(params, x[:4], y[:4], init=good)  # a previous batch of another size
     with pytest.raises(ValueError):  # WarmStartError is a ValueError
         equilibrium(params, x, y, init=good[:2])
+
+
+def test_residual_is_the_largest_hidden_activity_gradient():
+    """equilibria.residual against a hand-written gradient of the energy: large at the feedforward pass
+    (the output error pushes on the last hidden layer), below the tolerance at a certified equilibrium."""
+    from pclib import equilibria
+
+    params, x, y = random_net(2, [4, 6, 5, 3], act="tanh", n=8)
+    ff = pclib.forward(params, x)
+    zs = ff[:-1] + [y]
+    # At the feedforward pass only the output error acts: dF_i/dz_2 = -J_3^T (y - y_hat), z_1's gradient is 0.
+    W3 = params[2]["W"]
+    expected = float(jnp.max(jnp.abs((y - ff[-1]) @ W3)))
+    assert abs(equilibria.residual(params, zs) - expected) < 1e-12
+    star = equilibria.equilibrium(params, x, y, tol=1e-11)
+    assert equilibria.residual(params, star) < 1e-11

@@ -323,3 +323,24 @@ def test_performance_page_shows_the_committed_benchmark():
     assert "bench/bench.md" in page and "bench/chapter_times.md" in page
     assert data["device"] in page, "the page's text must name the device the committed numbers come from"
     assert (ROOT / "book" / "bench" / "bench.md").read_text() == bench.to_markdown(data)
+
+
+def test_update_replaces_only_the_new_items_and_keeps_their_dates():
+    """``--update`` merges a new run into the committed report: old sections keep their own date and load,
+    new ones replace theirs, and a report from another device or a quick run is refused."""
+    sec = lambda title: {"title": title, "rows": [{"x": 1}], "columns": [["x", "x", "{}"]], "note": ""}
+    old = {"device": "cpu: X", "date": "2026-01-01 00:00 UTC", "jax": "0", "quick": False, "load_before": [1.0],
+           "load_after": [1.5], "sections": {"a": sec("old a"), "b": sec("old b")}}
+    new = {"device": "cpu: X", "date": "2026-02-02 00:00 UTC", "jax": "0", "quick": False, "load_before": [0.1],
+           "load_after": [0.2], "sections": {"b": {**sec("new b"), "run": {"date": "2026-02-02 00:00 UTC",
+                                                                             "load_before": [0.1], "load_after": [0.2]}}}}
+    merged = bench.merge(old, new)
+    assert list(merged["sections"]) == ["a", "b"]
+    assert merged["sections"]["b"]["title"] == "new b"
+    assert merged["sections"]["a"]["run"] == {"date": "2026-01-01 00:00 UTC", "load_before": [1.0], "load_after": [1.5]}
+    md = bench.to_markdown(merged)
+    assert "Measured 2026-01-01 00:00 UTC" in md and md.count("Measured") == 1
+    with pytest.raises(ValueError, match="another --out"):
+        bench.merge({**old, "device": "gpu: Y"}, new)
+    with pytest.raises(ValueError, match="quick"):
+        bench.merge({**old, "quick": True}, new)

@@ -62,6 +62,7 @@ def test_book_workflow_builds_strictly_and_deploys():
     for flag in ("-n", "-W", "--keep-going"):
         assert flag in flags, f"the book build must use {flag} (nitpicky, warnings are errors, all reported)"
     assert "fetch_mathjax.py" in _runs(wf), "the build needs the local MathJax"
+    assert "vendor_plotly.py" in _runs(wf), "the explorable figures need the local plotly.js"
     reports = [s for s in _uses(wf, "actions/upload-artifact") if s["with"]["path"] == "_build/html/reports"]
     assert reports and reports[0].get("if") == "failure()", "upload _build/html/reports when the build fails"
     assert _uses(wf, "actions/upload-pages-artifact")[0]["with"]["path"] == "_build/html"
@@ -78,7 +79,8 @@ def test_scheduled_workflow_reexecutes_and_checks_links():
     assert "make execute" in runs and "make nbval" in runs and "make colab-check" in runs
     assert "make linkcheck" in runs
     make = (ROOT / "Makefile").read_text()
-    assert re.search(r"^linkcheck:.*\n\tjupyter-book build \. --builder linkcheck", make, re.M)
+    assert re.search(r"^linkcheck:.*\n\t\$\(JUPYTER_BOOK\) build \. --builder linkcheck", make, re.M)
+    assert re.search(r"^book:.*\n\t\$\(JUPYTER_BOOK\) build \. -n -W --keep-going$", make, re.M)
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)

@@ -243,7 +243,7 @@ def equilibrated_energy_item(opts: Options) -> Section:
 
 
 def lanczos_width(quick: bool) -> int:
-    """Hidden width of the curvature item: 500 (the issue's size, about 0.8 million weights), 16 if quick."""
+    """Hidden width of the curvature item: 500 (about 0.8 million weights), 16 if quick."""
     return 16 if quick else 500
 
 
@@ -292,7 +292,7 @@ def lanczos_item(opts: Options) -> Section:
         note=(
             "landscape.extreme_eigenvalues: scipy's eigsh (ARPACK, implicitly restarted Lanczos) on a compiled "
             "forward-over-reverse Hessian-vector product; no dense Hessian. Times include compilation. "
-            "The issue's target for width 500 is under 60 s on a GPU; --lanczos-width chooses another width."
+            "The target for width 500 is under 60 s on a GPU; --lanczos-width chooses another width."
         ),
     )
 

@@ -23,7 +23,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One training-step benchmark: a tanh MLP with these widths, a batch size, ``steps`` = $T$,
-    and the largest allowed (measured ratio) / (floor ratio), if the issue sets one."""
+    and the largest allowed (measured ratio) / (floor ratio), where a target is set."""
 
     name: str
     widths: tuple[int, ...]
@@ -177,9 +177,29 @@ def run(items: Sequence[str] | None = None, opts: Options | None = None) -> dict
         "sections": {},
     }
     for name in items:
-        report["sections"][name] = dataclasses.asdict(ITEMS[name](opts))
+        before = load_average()
+        section = dataclasses.asdict(ITEMS[name](opts))
+        section["run"] = {"date": report["date"], "load_before": before, "load_after": load_average()}
+        report["sections"][name] = section
     report["load_after"] = load_average()
     return report
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``old`` with ``new``'s sections added or replaced (``--update``): each section keeps its own
+    date and load (``section["run"]``), and the device must be the same."""
+    if old.get("device") != new["device"]:
+        raise ValueError(
+            f"cannot update a report measured on {old.get('device')!r} with one from {new['device']!r}: "
+            f"write it to another --out folder, or re-run every item"
+        )
+    if old.get("quick") != new["quick"]:
+        raise ValueError("cannot mix a --quick run with a full one in one report; re-run without --update")
+    sections = dict(old["sections"])
+    for name, sec in old["sections"].items():
+        sections[name] = {**sec, "run": sec.get("run", {k: old.get(k) for k in ("date", "load_before", "load_after")})}
+    sections.update(new["sections"])
+    return {**new, "sections": sections}
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -201,6 +221,10 @@ def to_markdown(report: dict) -> str:
     for sec in report["sections"].values():
         cols = sec["columns"]
         lines += [f"**{sec['title']}**", ""]
+        run_info = sec.get("run")
+        if run_info and run_info.get("date") != report["date"]:
+            lines += [f"Measured {run_info['date']}; load average before: {run_info['load_before']}, "
+                      f"after: {run_info['load_after']}.", ""]
         lines.append("| " + " | ".join(h for _, h, _ in cols) + " |")
         lines.append("|" + "|".join("---" for _ in cols) + "|")
         for row in sec["rows"]:
@@ -228,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--items", default=",".join(ITEMS), help=f"items to run (default: {','.join(ITEMS)})")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (smoke test)")
     parser.add_argument("--budget", type=float, default=10.0, help="seconds of timing per measurement (default: 10)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other items of the report already in --out and replace only these")
     parser.add_argument("--lanczos-width", type=int, default=None,
                         help="hidden width of the curvature item (default: 500)")
     args = parser.parse_args(argv)
@@ -235,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    budget=args.budget, lanczos_width=args.lanczos_width)
     print(f"pclib.bench on {device_description()}", flush=True)
     report = run([i.strip() for i in args.items.split(",") if i.strip()], opts)
+    existing = Path(args.out) / "bench.json"
+    if args.update and existing.exists():
+        report = merge(json.loads(existing.read_text()), report)
     js, md = write(report, args.out)
     print(to_markdown(report))
     print(f"wrote {js} and {md}")

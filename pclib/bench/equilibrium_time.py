@@ -42,8 +42,14 @@ def equilibrium_configs(quick: bool) -> dict[str, tuple[tuple[int, ...], int]]:
     if quick:
         return {"A": (QUICK_CONFIGS["A"].widths, QUICK_CONFIGS["A"].batch),
                 "deep": ((32,) + (8,) * 4 + (4,), 8)}
-    return {"A": (CONFIGS["A"].widths, CONFIGS["A"].batch), "B": (CONFIGS["B"].widths, CONFIGS["B"].batch),
-            "deep": ((784,) + (64,) * 10 + (10,), 64)}
+    return {"A": (CONFIGS["A"].widths, CONFIGS["A"].batch), "deep": ((784,) + (64,) * 10 + (10,), 64),
+            "B": (CONFIGS["B"].widths, CONFIGS["B"].batch)}
+
+
+def _selected(opts: Options) -> dict[str, tuple[tuple[int, ...], int]]:
+    """The networks to time: configs A and B where ``--configs`` names them, and always the deep one."""
+    nets = equilibrium_configs(opts.quick)
+    return {k: v for k, v in nets.items() if k == "deep" or k in opts.configs}
 
 
 def _problem(widths, batch, seed: int = 0):
@@ -160,7 +166,7 @@ def time_to_equilibrium_item(opts: Options) -> Section:
     rows = []
     repeats = 1 if opts.quick else 3
     max_steps = 2000 if opts.quick else 50_000
-    for name, (widths, batch) in equilibrium_configs(opts.quick).items():
+    for name, (widths, batch) in _selected(opts).items():
         print(f"  time to equilibrium, {name} ...", flush=True)
         params, x, y = _problem(widths, batch)
         net = "-".join(map(str, widths)) if len(widths) < 8 else f"{widths[0]}-{widths[1]}x{len(widths) - 2}-{widths[-1]}"
@@ -174,6 +180,8 @@ def time_to_equilibrium_item(opts: Options) -> Section:
         for row in group:
             row.update(config=name, network=net, batch=batch)
             row["speedup"] = base / row["ms"] if base and row.get("ms") else None
+            print("    " + ", ".join(f"{k}={row.get(k)}" for k in ("method", "setting", "steps", "residual", "ms")),
+                  flush=True)
         rows += group
     return Section(
         title=f"Time to equilibrium: max |dF_i/dz| < {TOL:g} (tanh MLP, float32)",

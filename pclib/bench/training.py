@@ -89,7 +89,7 @@ def bench_training_step(config: Config, *, budget: float = 10.0, quick: bool = F
 
 @register("training_step")
 def training_step_item(opts: Options) -> Section:
-    """PC vs BP training step, configs A/B/C of issue 7."""
+    """PC vs BP training step, configs A, B and C."""
     table = QUICK_CONFIGS if opts.quick else CONFIGS
     unknown = [c for c in opts.configs if c not in table]
     if unknown:

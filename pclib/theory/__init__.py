@@ -12,7 +12,11 @@ One module per concept:
 * :mod:`~pclib.theory.trust_region`: the Fisher information of the activities and the trust-region view;
 * :mod:`~pclib.theory.toy`: the two-weight toy chain and its landscapes;
 * :mod:`~pclib.theory.saddles`: Hessians at the origin of linear networks;
-* :mod:`~pclib.theory.util`: cosines, angles and relative errors of pytrees.
+* :mod:`~pclib.theory.util`: cosines, angles and relative errors of pytrees;
+* :mod:`~pclib.theory.likelihood`: the exact marginal likelihood of linear PCNs;
+* :mod:`~pclib.theory.lowrank`: bottleneck networks, backprop's reduced-rank optimum and PC's limit;
+* :mod:`~pclib.theory.fixed_prediction`: inference with predictions frozen at the feedforward pass;
+* :mod:`~pclib.theory.examples`: small hand-built networks.
 
 Every public name is importable as ``pclib.theory.<name>``. The inference variants
 :func:`~pclib.equilibria.equilibrium` and :func:`~pclib.equilibria.generalised_infer` live in
@@ -24,6 +28,10 @@ from __future__ import annotations
 from typing import Any
 
 from .descent import loss_descent_rate, marginal_residual
+from .examples import leaky_output_network
+from .fixed_prediction import fixed_prediction_errors
+from .likelihood import linear_log_likelihood
+from .lowrank import LowRankLimit, least_squares_loss, low_rank_limits
 from .linear import (
     equilibrated_energy, equilibrium_covariance, layer_flow, linear_activity_hessian, linear_equilibrated_energy,
     linear_equilibrium,
@@ -54,6 +62,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "LowRankLimit", "fixed_prediction_errors", "leaky_output_network", "least_squares_loss", "linear_log_likelihood",
+    "low_rank_limits",
     "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "blog_weight_gradient", "cosine", "energy_grid", "equilibrated_energy",
     "equilibrium", "equilibrium_covariance", "escape_steps", "fisher_information", "gd_path", "generalised_energy",
     "generalised_infer", "gradient_grid", "grid_2d", "interpolation_sweep", "lambda_precisions", "layer_flow",

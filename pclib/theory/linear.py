@@ -143,7 +143,7 @@ def linear_equilibrated_energy(params: Params, x: Array, y: Array, *, precisions
 
     Differentiable in ``params``: by the envelope theorem (chapter 2),
     $\nabla_\theta\mathcal F^* = \partial_\theta\mathcal F(z^*;\theta)$, PC's weight gradient at the
-    exact equilibrium. $\mathcal F^* \le \mathcal L(\theta)$, the feedforward loss.
+    exact equilibrium. $\mathcal F^* \le \pi_L\,\mathcal L(\theta)$, with $\mathcal L$ the feedforward loss (chapter 2).
     """
     check_params(params)
     check_data(params, x, y)
