@@ -199,7 +199,7 @@ def test_natural_gradient_error_is_first_order_in_output_error(seed):
 def test_tr_term_is_large_and_opposes_bp_so_pc_gradient_is_shorter(seed):
     """The chapter's observations on random 4-8-8-3 tanh nets (its figure of cosines and norm ratios), on
     further nets: at output error s = 0.01 BP alone is not the PC direction (1 - cos > 0.01); at s = 0.01 and
-    s = 1 the TR term points largely against BP (cos < -0.5), its norm is 0.2 to 2 times BP's, and the PC
+    s = 1 the TR term points largely against BP (cos < -0.5), its norm is 0.25 to 1 times BP's, and the PC
     gradient at the iterated equilibrium is shorter than BP's. PC is computed by inference, BP and TR by
     autodiff of the quadratic model, so the test can fail on any of the four."""
     params, x, _ = random_net(seed, [4, 8, 8, 3], act="tanh", n=8)
@@ -215,7 +215,7 @@ def test_tr_term_is_large_and_opposes_bp_so_pc_gradient_is_shorter(seed):
             assert 1 - float(theory.tree_cosine(d["bp"], pc)) > 1e-2
         assert float(theory.tree_cosine(d["bp"], d["tr"])) < -0.5
         bp_norm, tr_norm, pc_norm = (float(optax.tree.norm(g)) for g in (d["bp"], d["tr"], pc))
-        assert 0.2 < tr_norm / bp_norm < 2
+        assert 0.25 < tr_norm / bp_norm < 1  # measured 0.31 to 0.72 on these 12 nets
         assert bp_norm > pc_norm
 
 
@@ -259,48 +259,128 @@ def test_bad_input_errors_name_the_fix():
         learning.lr_grid_search(params, x, y, lrs=[1e6], method="bp", epochs=2, batch_size=16, progress=False)
 
 
-# --- deep networks -------------------------------------------------------------------------------
+# --- deep networks: what the learning-rate comparison measures ---------------------------------
 
 
 @pytest.mark.parametrize("seed", range(2))
-def test_pc_tolerates_larger_learning_rates_in_deep_nets(seed):
-    """10-layer tanh nets on the digits data: PC's best SGD learning rate on a shared grid is at least
-    4x backprop's, and BP diverges at a rate where PC still trains (chapter 4, deep-network section)."""
-    ds = pclib.data.get("digits", seed=seed)
-    x, y = np.asarray(ds.x_train[:256], np.float32), np.asarray(ds.y_train[:256], np.float32)
-    params = pclib.init_mlp(jax.random.key(seed), [64] + [32] * 9 + [10], dtype=jnp.float32)
-    lrs = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
-    opts = dict(epochs=5, batch_size=64, seed=seed, progress=False)
-    bp = learning.lr_grid_search(params, x, y, lrs=lrs, method="bp", **opts)
-    pc = learning.lr_grid_search(params, x, y, lrs=lrs, method="pc", steps=50, dt=0.2, **opts)
-    assert pc.best_lr >= 4 * bp.best_lr
-    # at the best rates the curves are close: no clear winner per iteration (mean losses within 15%)
-    assert 0.85 < pc.scores[pc.best_lr] / bp.scores[bp.best_lr] < 1.15
-    assert any(bp.scores[lr] == float("inf") and np.isfinite(pc.scores[lr]) for lr in lrs)
-
-
-def _deep_search(seed):
-    """The chapter's deep-network experiment (same data, widths, grid and PC settings) from init key `seed`."""
+def test_bp_gradient_is_several_times_longer_than_pc_in_deep_tanh_nets(seed):
+    """At init of a 10-layer tanh net on digits, |BP| / |PC| (PC after the chapter's 50 steps of dt 0.2) is
+    above 3 in total and grows from the top layer to the bottom one: the shorter PC gradient is what lets PC
+    take larger learning rates, before any question of direction (chapter 4, deep-network section)."""
     ds = pclib.data.get("digits", seed=0)
-    x, y = np.asarray(ds.x_train[:512], np.float32), np.asarray(ds.y_train[:512], np.float32)
+    x, y = jnp.asarray(ds.x_train[:64], jnp.float32), jnp.asarray(ds.y_train[:64], jnp.float32)
     params = pclib.init_mlp(jax.random.key(seed), [64] + [64] * 9 + [10], dtype=jnp.float32)
-    lrs = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
-    opts = dict(epochs=10, batch_size=64, progress=False)
-    return lrs, {"bp": learning.lr_grid_search(params, x, y, lrs=lrs, method="bp", **opts),
-                 "pc": learning.lr_grid_search(params, x, y, lrs=lrs, method="pc", steps=50, dt=0.2, **opts)}
+    zs = pclib.infer(params, x, y, steps=50, dt=0.2, check=False).activities
+    g_pc, g_bp = pclib.pc_grads(params, zs), pclib.bp_grads(params, x, y)
+    total = float(optax.tree.norm(g_bp) / optax.tree.norm(g_pc))
+    layers = np.array([float(optax.tree.norm(a) / optax.tree.norm(b)) for a, b in zip(g_bp, g_pc)])
+    assert total > 3
+    assert layers[0] > 10 * layers[-1] and layers[-1] > 1
 
 
-@pytest.mark.parametrize("seed", [3, 4])
-def test_deep_comparison_at_chapter_settings_from_other_initialisations(seed):
-    """The chapter's four printed bounds (it uses init keys 0, 1, 2) from two further initialisations: PC's best
-    rate > 4x BP's, BP diverges where PC trains, PC's mean loss over the first quarter (20 of 80 iterations) is
-    below BP's, and the mean losses over all iterations are within 10%."""
-    lrs, search = _deep_search(seed)
-    bp, pc = search["bp"], search["pc"]
-    assert pc.best_lr > 4 * bp.best_lr  # strict, as the chapter's check
-    assert any(bp.scores[lr] == float("inf") and np.isfinite(pc.scores[lr]) for lr in lrs)
-    h_bp, h_pc = np.array(bp.histories[bp.best_lr]), np.array(pc.histories[pc.best_lr])
-    assert len(h_bp) == len(h_pc) == 80
-    assert h_pc[:20].mean() < h_bp[:20].mean()
-    assert abs(h_pc.mean() / h_bp.mean() - 1) < 0.1
-    assert h_pc.mean() == pytest.approx(pc.scores[pc.best_lr], rel=1e-6)  # the score is the mean over all iterations
+# --- the trust-region step -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed,widths", [(0, [4, 6, 5, 3]), (1, [3, 5, 2]), (2, [5, 4, 4, 4, 2])])
+def test_trust_region_step_is_the_linear_equilibrium_at_output_ratio(seed, widths):
+    """Linear nets: trust_region_step(ratio=rho) = equilibrium with precisions (1, ..., 1, rho) - feedforward pass
+    (the closed form of chapter 1 by a direct solve), at ratios across 1e-3 .. 1e3."""
+    params, x, y = random_net(seed, widths, act="linear")
+    ff = pclib.forward(params, x, act="linear")
+    for rho in (1e-3, 0.1, 1.0, 10.0, 1e3):
+        star = theory.linear_equilibrium(params, x, y, precisions=[1.0] * (len(widths) - 2) + [rho])
+        dz = theory.trust_region_step(params, x, y, ratio=rho, act="linear")
+        for d, s, f in zip(dz, star[1:-1], ff[1:-1]):
+            assert np.allclose(d, s - f, atol=1e-10 * max(1.0, float(jnp.abs(s - f).max())))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_trust_region_step_matches_natural_gradient_step_at_each_ratio(seed):
+    """tanh nets: the step is the minimiser of the quadratic model with precisions (1, ..., 1, rho), which
+    natural_gradient_step computes by a different route (explicit Fisher matrix and Cholesky)."""
+    params, x, y = random_net(seed, [4, 8, 8, 3], act="tanh")
+    for rho in (0.3, 1.0, 5.0):
+        a = theory.trust_region_step(params, x, y, ratio=rho)
+        b = theory.natural_gradient_step(params, x, y, precisions=[1.0, 1.0, rho])
+        assert theory.relative_error(a, b) < 1e-9
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_trust_region_step_small_ratio_limit_is_backprop(seed):
+    """rho -> 0: dz / rho -> J^{-1} delta, i.e. the hidden errors of the step are rho times backprop's errors
+    (built here by forward recursion from theory.backprop_errors)."""
+    params, x, y = random_net(seed, [4, 7, 6, 3], act="tanh")
+    ff = pclib.forward(params, x)
+    delta = theory.backprop_errors(params, ff, y - ff[-1])[:-1]
+    expect = [delta[0]]
+    for l in range(1, len(delta)):
+        _, jvp = jax.jvp(lambda z: jnp.tanh(z @ params[l]["W"].T + params[l]["b"]), (ff[l],), (expect[-1],))
+        expect.append(delta[l] + jvp)
+    rho = 1e-7
+    dz = theory.trust_region_step(params, x, y, ratio=rho)
+    assert theory.relative_error([d / rho for d in dz], expect) < 1e-5
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_trust_region_step_large_ratio_limit_is_gauss_newton(seed):
+    """rho -> inf: one hidden layer, linear output: dz -> W2^+ e (the minimum-norm Gauss-Newton / TP step);
+    deeper: the linearised output error is zeroed (A dz = e). The radius rises with rho."""
+    params, x, y = random_net(seed, [3, 6, 2], act="tanh")
+    ff = pclib.forward(params, x)
+    gn = (y - ff[-1]) @ np.linalg.pinv(np.asarray(params[1]["W"])).T
+    for rho in (1e9, jnp.inf):
+        assert theory.relative_error(theory.trust_region_step(params, x, y, ratio=rho)[0], gn) < 1e-6
+    deep, xd, yd = random_net(seed, [3, 5, 6, 2], act="linear")
+    dz = theory.trust_region_step(deep, xd, yd, ratio=jnp.inf, act="linear")
+    assert np.allclose(dz[-1] @ deep[-1]["W"].T, yd - pclib.forward(deep, xd, act="linear")[-1], atol=1e-10)
+    radii = np.array([theory.trust_region_radius(params, x, y, ratio=r) for r in (1e-3, 1e-1, 1.0, 10.0, 1e3)])
+    assert np.all(np.diff(radii, axis=0) > 0)
+    assert np.allclose(theory.trust_region_radius(params, x, y, ratio=1e9), np.linalg.norm(gn, axis=1), rtol=1e-6)
+
+
+def test_blog_formula_in_the_toy_network():
+    """The blog's printed '+' form in the toy (x = y = 1): cosines with the exact PC gradient 0.917, 0.766, 0.973
+    at w = (0.5, 0.8), (0.1, -0.2), (1.2, 0.3), from the closed forms dz_hat/dw = (x, 0), I = 1 + w2^2,
+    g = -w2 e; BP's cosines 0.975, 0.612, 1.000."""
+    X, Y = jnp.array([[1.0]]), jnp.array([[1.0]])
+    for w, c_blog, c_bp in [((0.5, 0.8), 0.917, 0.975), ((0.1, -0.2), 0.766, 0.612), ((1.2, 0.3), 0.973, 1.000)]:
+        w1, w2 = w
+        e = 1 - w1 * w2
+        bp = np.array([-w2 * e, -w1 * e])
+        closed = bp + np.array([-w2 * e / (1 + w2**2), 0.0])
+        exact = np.asarray(jax.grad(toy.toy_equilibrated_energy)(jnp.array(w), X[:, 0], Y[:, 0]))
+        got = theory.blog_weight_gradient(toy.toy_params(w1, w2), X, Y, act="linear")
+        assert np.allclose([got[0]["W"][0, 0], got[1]["W"][0, 0]], closed, atol=1e-12)
+        cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+        assert cos(closed, exact) == pytest.approx(c_blog, abs=1e-3)
+        assert cos(bp, exact) == pytest.approx(c_bp, abs=1e-3)
+
+
+def test_trust_region_step_bad_input():
+    params, x, y = random_net(0, [3, 4, 2], act="tanh")
+    with pytest.raises(ValueError, match="ratio must be > 0"):
+        theory.trust_region_step(params, x, y, ratio=0.0)
+    with pytest.raises(ValueError, match="one positive number"):
+        theory.trust_region_step(params, x, y, ratio=[1.0, 2.0])
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        theory.trust_region_step(params[1:], x[:, :4], y, ratio=1.0)
+
+
+def test_pc_leaves_the_saddle_of_a_deep_net_first_at_matched_step_length():
+    """From init_mlp(scale=0.05), a 6-layer tanh net on 512 MNIST digits, matched (normalised) step lengths, each
+    method at its best of (0.1, 0.3), 120 iterations, a fourth initialisation (the chapter uses 0, 1, 2): PC's
+    loss falls below 0.43 first and its mean loss is lower; PC's gradient is near equilibrium and of BP's norm."""
+    from pclib import compare as fair
+
+    ds = pclib.data.get("mnist5k", seed=0)
+    x, y = np.asarray(ds.x_train[:512], np.float32), np.asarray(ds.y_train[:512], np.float32)
+    widths = [784] + [32] * 5 + [10]
+    c = fair.compare(lambda k: pclib.init_mlp(k, widths, dtype=jnp.float32, scale=0.05), x, y, lrs=[0.1, 0.3],
+                     mode="matched", steps=50, dt=0.2, seeds=(3,), epochs=15, batch_size=64, batch_seed=0)
+    assert c.equilibrium_gap.max() < 1e-2 and c.grad_ratio.max() < 1.5
+    below = c.losses < 0.43
+    assert below[0, 0].any()
+    first_pc = int(below[0, 0].argmax())
+    first_bp = int(below[1, 0].argmax()) if below[1, 0].any() else c.losses.shape[-1]
+    assert first_pc < first_bp
+    assert c.losses[0, 0].mean() < c.losses[1, 0].mean()

@@ -50,7 +50,8 @@ from .toy import (
     toy_loss, toy_params,
 )
 from .trust_region import (
-    activity_gradient, fisher_information, natural_gradient_step, trust_region_decomposition, trust_region_energy,
+    activity_gradient, blog_weight_gradient, fisher_information, natural_gradient_step, trust_region_decomposition,
+    trust_region_energy, trust_region_radius, trust_region_step,
 )
 from .util import angle, cosine, relative_error, tree_cosine
 
@@ -69,7 +70,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LowRankLimit", "fixed_prediction_errors", "leaky_output_network", "least_squares_loss", "linear_log_likelihood",
     "low_rank_limits",
-    "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "cosine", "energy_grid", "equilibrated_energy",
+    "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "blog_weight_gradient", "cosine", "energy_grid", "equilibrated_energy",
     "equilibrium", "equilibrium_covariance", "equilibrium_residual", "escape_steps", "explaining_away_energy",
     "fisher_information", "gd_path", "generalised_energy", "generalised_infer", "gradient_grid", "grid_2d",
     "interpolation_sweep", "joint_hessian_schur", "lambda_precisions", "layer_flow",
@@ -77,5 +78,6 @@ __all__ = [
     "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_spectra", "random_invertible_problem",
     "ratio_precisions", "relative_error", "sample_activity_hessians", "toy_energy_after", "toy_equilibrated_energy",
     "toy_loss", "toy_params", "tp_targets", "tree_cosine", "trust_region_decomposition", "trust_region_energy",
+    "trust_region_radius", "trust_region_step",
     "zero_rank_energy_curvature",
 ]
