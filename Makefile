@@ -13,6 +13,9 @@ endif
 BOOTSTRAP = $(SYSTEM_PYTHON) scripts/bootstrap.py $(VENV_ARG)
 JUPYTER_BOOK = $(PYTHON) -c 'import sys; from jupyter_book.cli.main import main; sys.exit(main())'
 NBVAL = --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
+# Two worker processes (pytest-xdist): JAX compiles on one core, so two processes keep both busy. Each
+# test module, and each notebook, stays in one process (--dist loadscope; nbval needs its cells in order).
+PARALLEL ?= -n 2 --dist loadscope
 
 .PHONY: test book env env-test pytest nbval vendor mathjax browser colab-check linkcheck execute bench clean
 
@@ -25,10 +28,10 @@ env-test:  ## as env, and checks for Chromium up front (the browser test needs i
 	@$(BOOTSTRAP) --need npm,chromium
 
 pytest: env
-	$(PYTHON) -m pytest tests -q
+	$(PYTHON) -m pytest tests -q $(PARALLEL)
 
 nbval: env
-	$(PYTHON) -m pytest $(NBVAL) book -q -p no:cacheprovider
+	$(PYTHON) -m pytest $(NBVAL) book -q -p no:cacheprovider $(PARALLEL)
 
 vendor: mathjax  ## the book's JavaScript in _vendor/ (copied to the HTML root): MathJax, plotly.js
 	$(PYTHON) scripts/vendor_plotly.py
