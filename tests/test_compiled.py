@@ -1,7 +1,6 @@
 """The compiled building blocks: compiled once per shape and option set, never again for new data or
 new precisions, equal to their op-by-op definitions, and usable under an outer jit, vmap and grad."""
 
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -9,25 +8,10 @@ import numpy as np
 import pytest
 
 import pclib
-from pclib import energy as energy_module
-from pclib import learning, theory
-from conftest import random_net
+from pclib import theory
+from conftest import count_compilations, random_net
 
 
-@contextlib.contextmanager
-def count_compilations():
-    """Count XLA backend compilations inside the block (``jax.monitoring``'s compile event)."""
-    counter = {"n": 0}
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            counter["n"] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield counter
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _problem(i, widths=(5, 7, 6, 3), act="tanh"):

@@ -14,8 +14,7 @@ import pytest
 import pclib
 from pclib import theory
 from pclib.equilibria import default_tol, equilibrium
-from conftest import random_net
-from test_perf import count_compilations
+from conftest import count_compilations, random_net
 
 
 def independent_residual(params, zs, free, *, act="tanh", precisions=None):

@@ -5,7 +5,6 @@ No test asserts a wall-clock ratio: the CI machine is shared and timings are noi
 (`python -m pclib.bench`) reports them.
 """
 
-import contextlib
 import importlib.util
 import json
 import re
@@ -20,7 +19,7 @@ import pytest
 
 import pclib
 from pclib import bench
-from conftest import random_net
+from conftest import count_compilations, random_net
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,20 +144,6 @@ def test_make_step_uses_inference_and_pc_grads():
 
 
 # ----------------------------------------------------------------------------- compilation counts
-@contextlib.contextmanager
-def count_compilations():
-    """Count XLA backend compilations inside the block (``jax.monitoring``'s compile event)."""
-    counter = {"n": 0}
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            counter["n"] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield counter
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.mark.parametrize("method", ["pc", "bp"])
