@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from .energy import _mse_loss, _sample_layer_energies, as_precisions
+from .equilibria import euler_dt
 from .inference import infer
 from .learning import _bp_grads, _pc_grads, minibatch_stream, run_score
 from .model import Activation, Array, Params, check_data, check_params
@@ -188,7 +189,7 @@ def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-
         return infer(params, x, y, act=act, out_act=out_act, steps=0).activities, 0.0
     opts = dict(act=act, out_act=out_act, precisions=jnp.asarray(pi, params[0]["W"].dtype))
     start = infer(params, x, y, steps=0, init=init, **opts)
-    scale = float(start.residual) if start.residual is not None else 1.0
+    scale = float(start.residual)
     zs = start.activities
     if scale > 0:
         newton = infer(params, x, y, init=zs, tol=tol * scale, max_steps=50, method="newton", check=False, **opts)
@@ -196,8 +197,7 @@ def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-
         if np.all(np.isfinite(e)) and e[-1] <= e[0]:
             zs = newton.activities
     res = best = float(_residual(params, zs, **opts))
-    norms = [float(jnp.linalg.norm(p["W"], 2)) ** 2 for p in params[1:]] + [0.0]
-    dt = 0.5 / max(pi[l] + (pi[l + 1] if l + 1 < len(params) else 0.0) * norms[l] for l in range(len(params)))
+    dt = euler_dt(params, pi)
     done, stalls = 0, 0
     while done < max_steps and stalls < 4 and res > tol:
         run = infer(params, x, y, steps=chunk, dt=dt, init=zs, check=False, **opts)

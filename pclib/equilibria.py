@@ -62,6 +62,15 @@ def _resolve_tol(tol: Tolerance, dtype: Any, precisions: Any) -> float | None:
     return float(tol)
 
 
+def euler_dt(params: Params, precisions: Any) -> float:
+    r"""A stable Euler step for clamped inference,
+    $\mathrm dt = 0.5 / \max_l (\pi_l + \pi_{l+1}\lVert W_{l+1}\rVert_2^2)$: half the inverse of a bound on
+    the largest curvature of a Gauss-Newton energy (tanh' <= 1); ``precisions`` is an array of shape ``(L,)``."""
+    pi = [float(v) for v in np.asarray(precisions)]
+    norms = [float(jnp.linalg.norm(p["W"], 2)) ** 2 for p in params[1:]] + [0.0]
+    return 0.5 / max(pi[l] + (pi[l + 1] if l + 1 < len(params) else 0.0) * norms[l] for l in range(len(params)))
+
+
 def equilibrium(
     params: Params,
     x: Array,
@@ -107,9 +116,7 @@ def equilibrium(
     pi = as_precisions(precisions, len(params), dtype)
     tol_f = _resolve_tol(tol, dtype, pi)
     if dt is None:
-        norms = [float(jnp.linalg.norm(p["W"], 2)) ** 2 for p in params[1:]] + [0.0]
-        dt = 0.5 / max(float(pi[l]) + (float(pi[l + 1]) if l + 1 < len(params) else 0.0) * norms[l]
-                       for l in range(len(params)))
+        dt = euler_dt(params, pi)
     options = dict(steps=cap) if tol_f is None else dict(tol=tol_f, max_steps=cap)
     return infer(params, x, y, act=act, out_act=out_act, precisions=pi, dt=dt, init=init, method=method,
                  **options).activities
