@@ -15,18 +15,25 @@ from typing import Any
 import numpy as np
 
 
+def _bound(bound: float) -> str:
+    """The bound as written in the check: one significant digit (``1e-06``) where that is exact, else
+    enough digits to show it (``1.5``, ``0.25``)."""
+    short = f"{bound:.0e}"
+    return short if float(short) == float(bound) else f"{bound:.6g}"
+
+
 def check_below(label: str, value: Any, bound: float) -> None:
-    """Print ``"{label} = {value:.1e} < {bound:.0e}: {ok}"`` for the maximum of ``value``."""
+    """Print ``"{label} = {value:.1e} < {bound}: {ok}"`` for the maximum of ``value``."""
     v = float(np.max(np.asarray(value, dtype=np.float64)))
     ok = bool(v < bound)
-    print(f"{label} = {v:.1e} < {bound:.0e}: {ok}")
+    print(f"{label} = {v:.1e} < {_bound(bound)}: {ok}")
 
 
 def check_above(label: str, value: Any, bound: float) -> None:
-    """Print ``"{label} = {value:.1e} > {bound:.0e}: {ok}"`` for the minimum of ``value``."""
+    """Print ``"{label} = {value:.1e} > {bound}: {ok}"`` for the minimum of ``value``."""
     v = float(np.min(np.asarray(value, dtype=np.float64)))
     ok = bool(v > bound)
-    print(f"{label} = {v:.1e} > {bound:.0e}: {ok}")
+    print(f"{label} = {v:.1e} > {_bound(bound)}: {ok}")
 
 
 def check_all(label: str, flags: Any) -> None:
