@@ -34,6 +34,7 @@ import optax
 
 from .energy import _mse_loss, _sample_layer_energies, as_precisions
 from .equilibria import euler_dt
+from .inference import METHODS as METHODS_INFER
 from .inference import infer
 from .learning import _bp_grads, _pc_grads, minibatch_stream, run_score
 from .model import Activation, Array, Params, check_data, check_params
@@ -63,12 +64,16 @@ class Comparison:
     grad_ratio_layers : ``(S, L)`` the same per layer (weights and bias together), input to output;
         ``inf`` for a layer that PC's $T$ inference steps leave with a zero gradient.
     equilibrium_gap : ``(S,)`` $\lVert g_T - g^*\rVert / \lVert g^*\rVert$ at initialisation.
-    residual : ``(S,)`` inference residual after the $T$ steps PC trained with.
+    residual : ``(S,)`` the activity gradient PC's inference left at initialisation, as a fraction of the
+        feedforward pass's: $\lVert\nabla_z F(z_T)\rVert / \lVert\nabla_z F(z_0)\rVert$.
+    train_residual : ``(S,)`` the largest inference residual over all of PC's updates at its chosen rate:
+        how far from equilibrium the gradients PC trained with were.
     equilibrium_residual : ``(S,)`` the residual of the equilibrium $g^*$ was taken at.
     equilibrium_tol : the residual below which that point counts as an equilibrium; where it is not met
         (ReLU, whose energy gradient jumps at the kinks), :meth:`summary` says so, and ``equilibrium_gap``
         is the distance to the best point found, not to an equilibrium.
-    steps, dt : PC's inference steps $T$ and step size.
+    steps, dt : PC's inference steps $T$ (with ``tol``, the cap) and step size.
+    solver, tol : PC's inference method and stopping tolerance (``None``: exactly $T$ steps).
     """
 
     methods: tuple
@@ -92,6 +97,9 @@ class Comparison:
     steps: int
     dt: float
     equilibrium_tol: float = 1e-8
+    train_residual: np.ndarray | None = None
+    solver: str = "euler"
+    tol: float | None = None
 
     def band(self, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean, min and max over seeds of ``method``'s loss curve at its chosen rate (for a plot)."""
@@ -123,8 +131,15 @@ class Comparison:
                      f"per layer, input to output (mean): {layers}")
         reached = bool(np.all(self.equilibrium_residual <= self.equilibrium_tol))
         reference = "at equilibrium" if reached else "at the most settled point found (NOT an equilibrium)"
-        lines.append(f"  PC's gradient ({self.steps} inference steps of dt = {g(self.dt)}) vs {reference}: "
-                     f"relative distance {band(self.equilibrium_gap)}, residual {band(self.residual)} "
+        if self.tol is None:
+            how_pc = f"{self.steps} {self.solver} inference steps" + (f" of dt = {g(self.dt)}" if self.solver == "euler" else "")
+        else:
+            how_pc = f"{self.solver} inference to max|dF/dz| < {g(self.tol)}, at most {self.steps} iterations"
+        if self.train_residual is not None:
+            lines.append(f"  PC's inference during training ({how_pc}): largest residual over the updates "
+                         f"{band(self.train_residual)}")
+        lines.append(f"  PC's gradient at init ({how_pc}) vs {reference}: "
+                     f"relative distance {band(self.equilibrium_gap)}, residual / feedforward residual {band(self.residual)} "
                      f"(reference residual <= {g(np.max(self.equilibrium_residual))}, "
                      f"{'below' if reached else 'above'} the tolerance {g(self.equilibrium_tol)})")
         return "\n".join(lines)
@@ -142,31 +157,35 @@ def _optimizer(optimizer: Callable[[Any], optax.GradientTransformation], lr: Any
 
 
 def _runner(method: str, optimizer: Callable, *, mode: str, act: Activation, out_act: Activation, steps: int,
-            dt: float, precisions: Any) -> Callable:
+            dt: float, precisions: Any, solver: str, tol: float | None) -> Callable:
     """One compiled function that trains from ``params0`` at every rate of a grid (vmapped) on the
-    minibatches ``x[idx[t]]``; returns (final params, losses, update lengths, diverged flags)."""
+    minibatches ``x[idx[t]]``; returns (final params, losses, update lengths, diverged flags, the largest
+    inference residual over the updates)."""
 
     def run_one(params0, lr, x, y, idx):
         opt = _optimizer(optimizer, lr, mode)
 
         def body(carry, rows):
-            p, state, bad = carry
+            p, state, bad, worst = carry
             xb, yb = x[rows], y[rows]
             loss = _mse_loss(p, xb, yb, act=act, out_act=out_act)
             if method == "bp":
                 g = _bp_grads(p, xb, yb, act=act, out_act=out_act)
             else:
                 pi = as_precisions(precisions, len(p), xb.dtype)
-                res = infer(p, xb, yb, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
+                res = infer(p, xb, yb, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False,
+                            method=solver, tol=tol)
                 e = res.energies
                 bad = bad | ~jnp.all(jnp.isfinite(e)) | (jnp.max(e) > 2.0 * e[0] + 1e-8)
+                worst = jnp.maximum(worst, res.residual)
                 g = _pc_grads(p, res.activities, pi, act=act, out_act=out_act)
             updates, state = opt.update(g, state, p)
-            return (optax.apply_updates(p, updates), state, bad), (loss, _global_norm(updates))
+            return (optax.apply_updates(p, updates), state, bad, worst), (loss, _global_norm(updates))
 
-        (p, _, bad), (losses, lengths) = jax.lax.scan(body, (params0, opt.init(params0), jnp.array(False)), idx)
+        start = (params0, opt.init(params0), jnp.array(False), jnp.zeros((), x.dtype))
+        (p, _, bad, worst), (losses, lengths) = jax.lax.scan(body, start, idx)
         bad = bad | ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(p)]))
-        return p, losses, lengths, bad
+        return p, losses, lengths, bad, worst
 
     return jax.jit(jax.vmap(run_one, in_axes=(None, 0, None, None, None)))
 
@@ -258,14 +277,17 @@ def compare(
     batch_size: int = 64,
     batch_seed: int | None = None,
     eval: tuple[Array, Array] | None = None,
-    equilibrium_tol: float = 1e-8,
+    equilibrium_tol: float | None = None,
+    solver: str = "euler",
+    tol: float | None = None,
 ) -> Comparison:
     r"""Train PC and BP from the same initialisations on the same minibatches, each at its own best rate.
 
     For every seed $s$ both methods start from ``init(jax.random.key(s))`` and see the same shuffled
     minibatches (order set by ``batch_seed``, or by $s$ when it is ``None``), for ``epochs`` passes.
     PC runs ``steps`` Euler inference steps of size ``dt`` from the feedforward pass per update
-    (as :func:`pclib.train`); BP uses the backprop gradient. Every rate in ``lrs`` is trained (one
+    (as :func:`pclib.train`), or with ``tol`` runs inference to that residual (``solver="newton"``
+    makes that affordable), so that it trains at equilibrium; BP uses the backprop gradient. Every rate in ``lrs`` is trained (one
     compiled, vectorised run per method and seed) and scored by :func:`pclib.learning.run_score`
     (``score``: ``"mean"`` area under the loss curve, or ``"final"``), the rule of
     :func:`pclib.learning.lr_grid_search`; diverged runs score ``inf``.
@@ -287,7 +309,12 @@ def compare(
     act, out_act, precisions : the network's activations and PC's precisions.
     steps, dt : PC's inference steps $T$ and step size.
     eval : ``(x_test, y_test)`` to report test loss and accuracy after training.
-    equilibrium_tol : residual below which inference counts as at equilibrium for the gradient gap.
+    equilibrium_tol : residual, relative to the feedforward pass's, below which inference counts as at
+        equilibrium for the gradient gap; ``None``: $10^{-8}$ in float64, $10^{-5}$ in float32 (a few
+        hundred times its rounding error).
+    solver : PC's inference method, ``"euler"`` or ``"newton"`` (see :func:`pclib.infer`).
+    tol : PC's inference tolerance for every update (``steps`` is then the cap), or ``None`` for
+        exactly ``steps`` steps. The largest residual reached is reported as ``train_residual``.
 
     Returns
     -------
@@ -307,12 +334,18 @@ def compare(
     if len(starts) != len(seeds):
         raise ValueError(f"init lists {len(starts)} initial params but there are {len(seeds)} seeds; give one per seed")
     x, y = jnp.asarray(x), jnp.asarray(y)
+    if equilibrium_tol is None:
+        equilibrium_tol = 1e-8 if jnp.finfo(starts[0][0]["W"].dtype).bits >= 64 else 1e-5
     methods = ("pc", "bp")
     opts = dict(act=act, out_act=out_act)
-    runners = {m: _runner(m, optimizer, mode=mode, steps=int(steps), dt=float(dt), precisions=precisions, **opts)
-               for m in methods}
+    if solver not in METHODS_INFER:
+        raise ValueError(f"unknown solver {solver!r}: use 'euler' (the paper's dynamics) or 'newton' (to a tolerance, fast)")
+    if tol is not None and not float(tol) > 0:
+        raise ValueError(f"tol must be positive (the largest activity gradient to accept), or None; got {tol!r}")
+    runners = {m: _runner(m, optimizer, mode=mode, steps=int(steps), dt=float(dt), precisions=precisions,
+                          solver=solver, tol=tol, **opts) for m in methods}
     K, S = lr_grid.size, len(seeds)
-    final, losses, lengths, bad = {}, {}, {}, {}
+    final, losses, lengths, bad, worst = {}, {}, {}, {}, {}
     diag = {k: [] for k in ("ratio", "layers", "gap", "residual", "eq_residual")}
     for j, s in enumerate(seeds):
         params0 = starts[j]
@@ -323,10 +356,11 @@ def compare(
         idx = jnp.asarray(np.stack([rows for rows, _ in stream]))
         lr_arr = jnp.asarray(lr_grid, params0[0]["W"].dtype)
         for m in methods:
-            p, l, u, b = runners[m](params0, lr_arr, x, y, idx)
+            p, l, u, b, r = runners[m](params0, lr_arr, x, y, idx)
             final[m, j], losses[m, j], lengths[m, j], bad[m, j] = p, np.asarray(l), np.asarray(u), np.asarray(b)
+            worst[m, j] = np.asarray(r)
         d = _diagnostics(params0, x[idx[0]], y[idx[0]], steps=int(steps), dt=float(dt), precisions=precisions,
-                         tol=equilibrium_tol, **opts)
+                         tol=equilibrium_tol, solver=solver, inference_tol=tol, **opts)
         for k in diag:
             diag[k].append(d[k])
 
@@ -363,6 +397,8 @@ def compare(
         equilibrium_gap=np.asarray(diag["gap"]), residual=np.asarray(diag["residual"]),
         equilibrium_residual=np.asarray(diag["eq_residual"]), steps=int(steps), dt=float(dt),
         equilibrium_tol=float(equilibrium_tol),
+        train_residual=np.asarray([worst["pc", j][best[0, j]] for j in range(S)]),
+        solver=solver, tol=None if tol is None else float(tol),
     )
 
 
@@ -377,13 +413,14 @@ def _evaluate(params, x, y, *, act, out_act) -> tuple[float, float]:
     return loss, float(jnp.mean(hit))
 
 
-def _diagnostics(params, xb, yb, *, act, out_act, steps, dt, precisions, tol) -> dict:
+def _diagnostics(params, xb, yb, *, act, out_act, steps, dt, precisions, tol, solver="euler", inference_tol=None) -> dict:
     """Gradient-norm ratios and PC's distance from equilibrium at ``params``, on one minibatch."""
     from .learning import bp_grads, pc_grads
 
     opts = dict(act=act, out_act=out_act)
     pi = as_precisions(precisions, len(params), params[0]["W"].dtype)
-    zs_T = infer(params, xb, yb, steps=steps, dt=dt, precisions=pi, check=False, **opts).activities
+    zs_T = infer(params, xb, yb, steps=steps, dt=dt, precisions=pi, check=False, method=solver, tol=inference_tol,
+                 **opts).activities
     g_T = pc_grads(params, zs_T, precisions=pi, **opts)
     g_bp = bp_grads(params, xb, yb, **opts)
     zs_eq, eq_res = _equilibrium(params, xb, yb, precisions=pi, init=zs_T, tol=tol, **opts)

@@ -139,6 +139,28 @@ def test_equilibrium_gap_is_small_for_many_steps_and_large_for_one():
     assert np.all(near.equilibrium_residual < 1e-8) and np.all(far.equilibrium_residual < 1e-8)
 
 
+def test_training_at_equilibrium_takes_the_equilibrium_gradient_every_update():
+    """With solver='newton' and a tolerance, every PC update uses the gradient at a certified equilibrium:
+    two updates replayed by hand from theory.equilibrium (its own solve) and pc_grads give the same losses,
+    and the largest residual over training is below the tolerance, where 3 Euler steps are far from it."""
+    x, y = _data(8, 24, 4, 2)
+    init = lambda k: pclib.init_mlp(k, [4, 6, 6, 2])
+    lr, tol = 0.3, 1e-9
+    r = compare(init, x, y, lrs=[lr], seeds=(0, 1), epochs=3, batch_size=24, steps=50, solver="newton", tol=tol)
+    assert np.all(r.train_residual < tol) and np.all(r.equilibrium_gap < 1e-6)
+    for j, s in enumerate((0, 1)):
+        p = init(jax.random.key(s))
+        replay = []
+        for _ in range(3):  # full batch: every update sees all 24 samples (the order does not matter)
+            replay.append(float(pclib.mse_loss(p, x, y)))
+            z = pclib.theory.equilibrium(p, x, y, act="tanh", tol=1e-12)
+            p = jax.tree_util.tree_map(lambda w, g: w - lr * g, p, pclib.pc_grads(p, z))
+        np.testing.assert_allclose(r.losses[0, j], replay, rtol=1e-8)
+    euler = compare(init, x, y, lrs=[lr], seeds=(0, 1), epochs=3, batch_size=24, steps=3, dt=0.1)
+    assert np.all(euler.train_residual > 1e3 * tol)
+    assert "newton inference to max|dF/dz| < 1e-09" in r.summary()
+
+
 def test_eval_reports_test_metrics_and_summary_prints():
     x, y = _data(6, 40, 5, 3)
     onehot = jax.nn.one_hot(jnp.argmax(y, 1), 3)
@@ -155,6 +177,10 @@ def test_bad_options_are_named():
     init = lambda k: pclib.init_mlp(k, [2, 1])
     with pytest.raises(ValueError, match="unknown mode"):
         compare(init, x, y, lrs=[0.1], mode="fair")
+    with pytest.raises(ValueError, match="unknown solver"):
+        compare(init, x, y, lrs=[0.1], solver="rk4")
+    with pytest.raises(ValueError, match="tol must be positive"):
+        compare(init, x, y, lrs=[0.1], solver="newton", tol=0.0)
     with pytest.raises(ValueError, match="unknown select"):
         compare(init, x, y, lrs=[0.1], select="best")
     with pytest.raises(ValueError, match="positive rates"):
