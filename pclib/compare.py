@@ -24,7 +24,8 @@ left after inference, from the feedforward pass $z_0$).
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
 from typing import Any, Callable, Sequence
 
 import jax
@@ -156,11 +157,13 @@ def _optimizer(optimizer: Callable[[Any], optax.GradientTransformation], lr: Any
     return optimizer(lr)
 
 
+@lru_cache(maxsize=32)
 def _runner(method: str, optimizer: Callable, *, mode: str, act: Activation, out_act: Activation, steps: int,
             dt: float, precisions: Any, solver: str, tol: float | None) -> Callable:
-    """One compiled function that trains from ``params0`` at every rate of a grid (vmapped) on the
-    minibatches ``x[idx[t]]``; returns (final params, losses, update lengths, diverged flags, the largest
-    inference residual over the updates)."""
+    """One compiled function that trains every (seed, rate) pair at once (vmapped over a stacked
+    ``params0``, the rates and each pair's minibatch rows ``idx``, so ``x[idx[t]]`` is update $t$'s batch);
+    returns (final params, losses, update lengths, diverged flags, the largest inference residual over
+    the updates), each with a leading pair axis."""
 
     def run_one(params0, lr, x, y, idx):
         opt = _optimizer(optimizer, lr, mode)
@@ -187,7 +190,7 @@ def _runner(method: str, optimizer: Callable, *, mode: str, act: Activation, out
         bad = bad | ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(p)]))
         return p, losses, lengths, bad, worst
 
-    return jax.jit(jax.vmap(run_one, in_axes=(None, 0, None, None, None)))
+    return jax.jit(jax.vmap(run_one, in_axes=(0, 0, None, None, 0)))
 
 
 def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-8, chunk=250, max_steps=40_000):
@@ -342,27 +345,48 @@ def compare(
         raise ValueError(f"unknown solver {solver!r}: use 'euler' (the paper's dynamics) or 'newton' (to a tolerance, fast)")
     if tol is not None and not float(tol) > 0:
         raise ValueError(f"tol must be positive (the largest activity gradient to accept), or None; got {tol!r}")
-    runners = {m: _runner(m, optimizer, mode=mode, steps=int(steps), dt=float(dt), precisions=precisions,
-                          solver=solver, tol=tol, **opts) for m in methods}
+    key = None if precisions is None else tuple(float(v) for v in np.ravel(precisions))  # hashable: one compiled
+    pc_only = dict(steps=int(steps), dt=float(dt), precisions=key, solver=solver, tol=None if tol is None else float(tol))
+    bp_same = dict(steps=0, dt=0.0, precisions=None, solver="euler", tol=None)  # BP's run ignores PC's options
+    runners = {m: _runner(m, optimizer, mode=mode, **(pc_only if m == "pc" else bp_same), **opts)  # one compiled
+               for m in methods}  # run per option set
     K, S = lr_grid.size, len(seeds)
     final, losses, lengths, bad, worst = {}, {}, {}, {}, {}
     diag = {k: [] for k in ("ratio", "layers", "gap", "residual", "eq_residual")}
+    orders = []
     for j, s in enumerate(seeds):
-        params0 = starts[j]
-        check_params(params0)
-        check_data(params0, x, y)
+        check_params(starts[j])
+        check_data(starts[j], x, y)
+        if jax.tree_util.tree_map(jnp.shape, starts[j]) != jax.tree_util.tree_map(jnp.shape, starts[0]):
+            raise ValueError(f"the initial params of seed {s} differ in shape from those of seed {seeds[0]}: "
+                             f"every seed must start the same network")
         stream, n = minibatch_stream(np.arange(x.shape[0]), np.arange(x.shape[0]), epochs=epochs,
                                      batch_size=batch_size, seed=s if batch_seed is None else batch_seed)
-        idx = jnp.asarray(np.stack([rows for rows, _ in stream]))
-        lr_arr = jnp.asarray(lr_grid, params0[0]["W"].dtype)
+        orders.append(np.stack([rows for rows, _ in stream]))
+    # every (seed, rate) pair in one vectorised, compiled run per method
+    params_all = jax.tree_util.tree_map(lambda *a: jnp.stack([v for v in a for _ in range(K)]), *starts)
+    lr_all = jnp.asarray(np.tile(lr_grid, S), starts[0][0]["W"].dtype)
+    idx_all = jnp.asarray(np.repeat(np.stack(orders), K, axis=0))
+
+    def diagnostics() -> list[dict]:
+        return [_diagnostics(starts[j], x[jnp.asarray(orders[j][0])], y[jnp.asarray(orders[j][0])], steps=int(steps),
+                             dt=float(dt), precisions=precisions, tol=equilibrium_tol, solver=solver,
+                             inference_tol=tol, **opts) for j in range(S)]
+
+    # PC's run, BP's run and the diagnostics are independent: three threads, so that their compilations
+    # (most of the time on small networks) proceed in parallel on a multi-core CPU
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        runs = {m: pool.submit(runners[m], params_all, lr_all, x, y, idx_all) for m in methods}
+        per_seed = pool.submit(diagnostics)
         for m in methods:
-            p, l, u, b, r = runners[m](params0, lr_arr, x, y, idx)
-            final[m, j], losses[m, j], lengths[m, j], bad[m, j] = p, np.asarray(l), np.asarray(u), np.asarray(b)
-            worst[m, j] = np.asarray(r)
-        d = _diagnostics(params0, x[idx[0]], y[idx[0]], steps=int(steps), dt=float(dt), precisions=precisions,
-                         tol=equilibrium_tol, solver=solver, inference_tol=tol, **opts)
-        for k in diag:
-            diag[k].append(d[k])
+            p, l, u, b, r = runs[m].result()
+            for j in range(S):
+                at = slice(j * K, (j + 1) * K)
+                final[m, j] = jax.tree_util.tree_map(lambda a: a[at], p)
+                losses[m, j], lengths[m, j], bad[m, j], worst[m, j] = (np.asarray(v[at]) for v in (l, u, b, r))
+        for d in per_seed.result():
+            for k in diag:
+                diag[k].append(d[k])
 
     scores = np.array([[[run_score(losses[m, j][k], diverged=bool(bad[m, j][k]), score=score) for k in range(K)]
                         for j in range(S)] for m in methods])
