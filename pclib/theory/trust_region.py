@@ -12,6 +12,7 @@ Gauss-Newton / Fisher matrix, whenever the output layer is linear.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -250,6 +251,12 @@ def trust_region_step(
     x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
     rho = _check_ratio(ratio).astype(x.dtype)
+    return _split_hidden(params, _step_jit(params, x, y, rho, act=act, out_act=out_act))
+
+
+@partial(jax.jit, static_argnames=("act", "out_act"))
+def _step_jit(params, x, y, rho, *, act, out_act):
+    r"""Every sample's $\Delta z(\rho)$, concatenated over the hidden layers: compiled once per shape."""
     ff = forward(params, x, act=act, out_act=out_act)
     zhat, e = jnp.concatenate(ff[1:-1], axis=1), y - ff[-1]
 
@@ -260,7 +267,16 @@ def trust_region_step(
         K = A @ B + jnp.eye(A.shape[0], dtype=A.dtype) / rho
         return B @ jnp.linalg.solve(K, e_i)
 
-    return _split_hidden(params, jax.vmap(one)(x, zhat, e))
+    return jax.vmap(one)(x, zhat, e)
+
+
+@partial(jax.jit, static_argnames=("act", "out_act"))
+def _radius_jit(params, x, y, rho, *, act, out_act):
+    dz = _step_jit(params, x, y, rho, act=act, out_act=out_act)
+    ff = forward(params, x, act=act, out_act=out_act)
+    zhat = jnp.concatenate(ff[1:-1], axis=1)
+    Js = jax.vmap(lambda x_i, z_i: _step_factors(params, x_i, z_i, act=act, out_act=out_act)[0])(x, zhat)
+    return jnp.linalg.norm(jnp.einsum("nij,nj->ni", Js, dz), axis=1)
 
 
 def trust_region_radius(
@@ -279,11 +295,12 @@ def trust_region_radius(
     from 0 ($\rho \to 0$) to the Gauss-Newton step's $\lVert J\Delta z_{\rm GN}\rVert$ ($\rho \to \infty$),
     in proportion to the output error $\lVert e\rVert$. Shape ``(N,)``.
     """
-    dz = jnp.concatenate(trust_region_step(params, x, y, ratio=ratio, act=act, out_act=out_act), axis=1)
-    ff = forward(params, jnp.asarray(x), act=act, out_act=out_act)
-    zhat = jnp.concatenate(ff[1:-1], axis=1)
-    Js = jax.vmap(lambda x_i, z_i: _step_factors(params, x_i, z_i, act=act, out_act=out_act)[0])(jnp.asarray(x), zhat)
-    return jnp.linalg.norm(jnp.einsum("nij,nj->ni", Js, dz), axis=1)
+    check_params(params)
+    _hidden_widths(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(params, x, y)
+    rho = _check_ratio(ratio).astype(x.dtype)
+    return _radius_jit(params, x, y, rho, act=act, out_act=out_act)
 
 
 def blog_weight_gradient(
