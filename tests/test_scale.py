@@ -1,0 +1,47 @@
+"""pclib.scale: every experiment runs at the smoke size, through the command, and writes its report;
+the chapters' PAPER_SCALE branches call these same functions."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pclib import scale
+from pclib.scale.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, capsys):
+    assert main(["--size", "smoke", "--out", str(tmp_path)]) == 0
+    folder = tmp_path / "smoke"
+    for name, exp in scale.REGISTRY.items():
+        rec = json.loads((folder / f"{name}.json").read_text())
+        assert rec["size"] == "smoke" and rec["seconds"] > 0 and rec["device"]
+        assert (folder / f"{name}.png").stat().st_size > 0 and (folder / f"{name}.svg").stat().st_size > 0
+        assert name in (folder / "summary.md").read_text()
+    comp = json.loads((folder / "ch04_deep_comparison.json").read_text())["result"]
+    # PC at equilibrium: every update's inference met the tolerance; the T = 50 runs are not at equilibrium
+    assert max(comp["near"]["train_residual"]) < 1e-4
+    saddle = json.loads((folder / "ch04_deep_saddle.json").read_text())["result"]
+    assert set(saddle["escape"]) == {"1", "2"} and np.asarray(saddle["escape"]["1"]).shape == (2, 3)
+    capsys.readouterr()
+    assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04"]) == 0  # resumes: nothing re-runs
+    assert "done already" in capsys.readouterr().out
+
+
+def test_bad_names_and_sizes_are_refused():
+    with pytest.raises(SystemExit, match="unknown experiment or chapter"):
+        main(["--only", "ch99"])
+    with pytest.raises(ValueError, match="unknown size"):
+        scale.deep.deep_saddle("huge")
+
+
+def test_chapters_paper_scale_branches_call_the_scale_experiments():
+    """No second copy of an experiment: where a chapter has a registered experiment, its cells call it."""
+    for exp in scale.REGISTRY.values():
+        chapter = next((ROOT / "book" / "chapters").glob(f"{exp.chapter}_*.md")).read_text()
+        fn = exp.run.__name__
+        assert re.search(rf"\b{fn}\(", chapter), f"{exp.chapter} does not call pclib.scale's {fn}"
