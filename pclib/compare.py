@@ -150,23 +150,28 @@ def _global_norm(tree: Any) -> Array:
     return jnp.sqrt(sum(jnp.sum(a**2) for a in jax.tree_util.tree_leaves(tree)))
 
 
-def _optimizer(optimizer: Callable[[Any], optax.GradientTransformation], lr: Any, mode: str):
-    r"""``optimizer(lr)``, behind the normalisation $g \mapsto g/\lVert g\rVert$ in matched mode."""
-    if mode == "matched":
-        return optax.chain(optax.normalize_by_update_norm(scale_factor=1.0, eps=0.0), optimizer(lr))
-    return optimizer(lr)
+def _optimizer(optimizer: Callable[[Any], optax.GradientTransformation], lr: Any, matched: Any):
+    r"""``optimizer(lr)``, behind the normalisation $g \mapsto g/\lVert g\rVert$ where ``matched`` (a traced
+    flag, so that both modes run one compiled program) is true."""
+
+    def normalise(updates, params=None):
+        scale = 1.0 / _global_norm(updates)
+        return jax.tree_util.tree_map(lambda u: jnp.where(matched, u * scale, u), updates)
+
+    return optax.chain(optax.stateless(normalise), optimizer(lr))
 
 
 @lru_cache(maxsize=32)
-def _runner(method: str, optimizer: Callable, *, mode: str, act: Activation, out_act: Activation, steps: int,
-            dt: float, precisions: Any, solver: str, tol: float | None) -> Callable:
+def _runner(method: str, optimizer: Callable, *, act: Activation, out_act: Activation, steps: int, dt: float,
+            solver: str, tol: float | None) -> Callable:
     """One compiled function that trains every (seed, rate) pair at once (vmapped over a stacked
     ``params0``, the rates and each pair's minibatch rows ``idx``, so ``x[idx[t]]`` is update $t$'s batch);
     returns (final params, losses, update lengths, diverged flags, the largest inference residual over
-    the updates), each with a leading pair axis."""
+    the updates), each with a leading pair axis. The mode (``matched``) and the precisions are arguments,
+    and the function is cached, so later calls with the same options compile nothing new."""
 
-    def run_one(params0, lr, x, y, idx):
-        opt = _optimizer(optimizer, lr, mode)
+    def run_one(params0, lr, matched, precisions, x, y, idx):
+        opt = _optimizer(optimizer, lr, matched)
 
         def body(carry, rows):
             p, state, bad, worst = carry
@@ -180,17 +185,17 @@ def _runner(method: str, optimizer: Callable, *, mode: str, act: Activation, out
                             method=solver, tol=tol)
                 e = res.energies
                 bad = bad | ~jnp.all(jnp.isfinite(e)) | (jnp.max(e) > 2.0 * e[0] + 1e-8)
-                worst = jnp.maximum(worst, res.residual)
+                worst = jnp.maximum(worst, res.residual.astype(worst.dtype))
                 g = _pc_grads(p, res.activities, pi, act=act, out_act=out_act)
             updates, state = opt.update(g, state, p)
             return (optax.apply_updates(p, updates), state, bad, worst), (loss, _global_norm(updates))
 
-        start = (params0, opt.init(params0), jnp.array(False), jnp.zeros((), x.dtype))
+        start = (params0, opt.init(params0), jnp.array(False), jnp.zeros((), jnp.result_type(x, params0[0]["W"])))
         (p, _, bad, worst), (losses, lengths) = jax.lax.scan(body, start, idx)
         bad = bad | ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(p)]))
         return p, losses, lengths, bad, worst
 
-    return jax.jit(jax.vmap(run_one, in_axes=(0, 0, None, None, 0)))
+    return jax.jit(jax.vmap(run_one, in_axes=(0, 0, None, None, None, None, 0)))
 
 
 def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-8, chunk=250, max_steps=40_000):
@@ -345,11 +350,12 @@ def compare(
         raise ValueError(f"unknown solver {solver!r}: use 'euler' (the paper's dynamics) or 'newton' (to a tolerance, fast)")
     if tol is not None and not float(tol) > 0:
         raise ValueError(f"tol must be positive (the largest activity gradient to accept), or None; got {tol!r}")
-    key = None if precisions is None else tuple(float(v) for v in np.ravel(precisions))  # hashable: one compiled
-    pc_only = dict(steps=int(steps), dt=float(dt), precisions=key, solver=solver, tol=None if tol is None else float(tol))
-    bp_same = dict(steps=0, dt=0.0, precisions=None, solver="euler", tol=None)  # BP's run ignores PC's options
-    runners = {m: _runner(m, optimizer, mode=mode, **(pc_only if m == "pc" else bp_same), **opts)  # one compiled
-               for m in methods}  # run per option set
+    pc_only = dict(steps=int(steps), dt=float(dt), solver=solver, tol=None if tol is None else float(tol))
+    bp_same = dict(steps=0, dt=0.0, solver="euler", tol=None)  # BP's run ignores PC's options
+    try:
+        runners = {m: _runner(m, optimizer, **(pc_only if m == "pc" else bp_same), **opts) for m in methods}
+    except TypeError:  # an unhashable optimizer factory or activation: compile for this call only
+        runners = {m: _runner.__wrapped__(m, optimizer, **(pc_only if m == "pc" else bp_same), **opts) for m in methods}
     K, S = lr_grid.size, len(seeds)
     final, losses, lengths, bad, worst = {}, {}, {}, {}, {}
     diag = {k: [] for k in ("ratio", "layers", "gap", "residual", "eq_residual")}
@@ -376,7 +382,8 @@ def compare(
     # PC's run, BP's run and the diagnostics are independent: three threads, so that their compilations
     # (most of the time on small networks) proceed in parallel on a multi-core CPU
     with ThreadPoolExecutor(max_workers=3) as pool:
-        runs = {m: pool.submit(runners[m], params_all, lr_all, x, y, idx_all) for m in methods}
+        pi = as_precisions(precisions, len(starts[0]), starts[0][0]["W"].dtype)
+        runs = {m: pool.submit(runners[m], params_all, lr_all, mode == "matched", pi, x, y, idx_all) for m in methods}
         per_seed = pool.submit(diagnostics)
         for m in methods:
             p, l, u, b, r = runs[m].result()
