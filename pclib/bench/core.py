@@ -64,7 +64,8 @@ def pc_step_cost(widths: Sequence[int], steps: int) -> int:
 
 
 def floor_ratio(widths: Sequence[int], steps: int) -> float:
-    """The floor of (PC step time) / (BP step time): the quotient of their matrix-product work."""
+    """The quotient of a PC step's and a BP step's matrix-product work (multiply-add counts): the
+    time ratio when both are compute-bound, not a lower bound on it (fixed costs per call differ)."""
     if len(widths) < 2:
         raise ValueError(f"widths must list at least an input and an output width; got {list(widths)}")
     return pc_step_cost(widths, steps) / bp_step_cost(widths)

@@ -43,7 +43,8 @@ def _draw_bands(fig: Any, panels: dict[str, Any]) -> None:
     for ax, (title, c) in zip(axes, panels.items()):
         for m in ("bp", "pc"):
             mean, lo, hi = c.band(m)
-            ax.plot(mean, color=COLORS[m], label=f"{m.upper()}, rate {c.best_lr[c.methods.index(m), 0]:g}")
+            what = "step length" if c.mode == "matched" else "rate"
+            ax.plot(mean, color=COLORS[m], label=f"{m.upper()}, {what} {c.best_lr[c.methods.index(m), 0]:g}")
             ax.fill_between(np.arange(len(mean)), lo, hi, color=COLORS[m], alpha=0.25)
         ax.set(title=title, xlabel="iteration")
         ax.legend(fontsize=7)
