@@ -27,7 +27,10 @@ import numpy as np
 
 from . import solvers
 from .energy import as_precisions, sample_energies
-from .model import Activation, Array, Params, check_data, check_params, forward, layer_activations, preactivation, widths_of
+from .model import (
+    Activation, Array, Params, check_data, check_params, forward, layer_activations, normal, preactivation, split_keys,
+    widths_of,
+)
 
 INITS = ("ffwd", "zeros", "normal")
 METHODS = tuple(solvers.METHODS)
@@ -120,8 +123,8 @@ def initial_activities(
         elif init == "normal":
             if key is None:
                 raise ValueError("init='normal' draws random activities: pass key=jax.random.key(seed)")
-            keys = jax.random.split(key, len(params))
-            zs = [x] + [jax.random.normal(k, (x.shape[0], layer["W"].shape[0]), x.dtype) for k, layer in zip(keys, params)]
+            keys = split_keys(key, len(params))
+            zs = [x] + [jnp.asarray(normal(k, (x.shape[0], layer["W"].shape[0]), x.dtype)) for k, layer in zip(keys, params)]
         else:
             raise ValueError(f"unknown init {init!r}: use one of {', '.join(map(repr, INITS))} or a list of activities")
     else:
@@ -397,6 +400,11 @@ def infer(
         raise ValueError(f"unknown init {init!r}: use one of {', '.join(map(repr, INITS))} or a list of activities")
     elif init == "normal" and key is None:
         raise ValueError("init='normal' draws random activities: pass key=jax.random.key(seed)")
+    elif init == "normal" and _is_concrete(key) and _is_concrete(x):
+        # draw the start here: the compiled solve is then the warm start's, with no random-number code in it
+        warm, init, key = initial_activities(params, x, y, act=act, out_act=out_act, init="normal", key=key), None, None
+    if init != "normal":
+        key = None  # only a random start reads the key: without it, every key shares one compiled program
     if precisions is not None and np.shape(precisions) != (len(params),):
         raise ValueError(
             f"precisions must hold one scalar per layer, shape ({len(params)},); got shape {np.shape(precisions)}"

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Params = list  # list[dict[str, Array]]: [{"W": (d_out, d_in), "b": (d_out,)}, ...]
@@ -27,6 +28,58 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
     "relu": jax.nn.relu,
 }
+
+
+# --- random draws, compiled once per size bucket ---
+
+_MIN_DRAW = 256
+
+
+def _draw_size(n: int) -> int:
+    """The length actually drawn for ``n`` values: the next power of two, at least ``_MIN_DRAW``."""
+    return max(_MIN_DRAW, 1 << max(int(n) - 1, 0).bit_length())
+
+
+def _prefix_draws(key: Any) -> bool:
+    """Whether a draw of ``n`` values equals the first ``n`` of a longer draw with the same key: true for the
+    partitionable threefry generator (JAX's default), where each value depends only on the key and its index."""
+    if isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable:
+        return False
+    try:
+        return str(jax.random.key_impl(key)) == "threefry2x32"
+    except (TypeError, ValueError):
+        return False
+
+
+def split_keys(key: Array, n: int) -> list[Array]:
+    """``list(jax.random.split(key, n))``, the same keys bit for bit.
+
+    JAX compiles a split (and the indexing of its result) once per ``n``; with the partitionable threefry
+    generator the first ``n`` keys of a longer split are the keys of this one, so we split a bucketed length
+    (:func:`_draw_size`) and cut it on the host. Other generators, and traced keys, split directly.
+    """
+    if not _prefix_draws(key):
+        return list(jax.random.split(key, n))
+    keys = jax.random.split(key, _draw_size(n))
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    data = np.asarray(jax.random.key_data(keys) if typed else keys)[:n]
+    return [jax.random.wrap_key_data(d, impl=jax.random.key_impl(key)) if typed else jnp.asarray(d) for d in data]
+
+
+def normal(key: Array, shape: Sequence[int], dtype: Any) -> Any:
+    """``jax.random.normal(key, shape, dtype)``, the same values bit for bit, as a NumPy array when possible.
+
+    Compiling a normal draw costs about a second on a CPU, and JAX compiles one per shape. With the
+    partitionable threefry generator a draw of $n$ values is the first $n$ of any longer draw with the same
+    key, so we draw a bucketed length (:func:`_draw_size`: one compiled program serves every shape up to
+    it) and cut and reshape it on the host. Other generators, other dtypes and traced keys draw directly
+    (a JAX array).
+    """
+    shape = tuple(int(d) for d in shape)
+    if not (_prefix_draws(key) and np.dtype(dtype) in (np.float32, np.float64)):
+        return jax.random.normal(key, shape, dtype)
+    n = math.prod(shape)
+    return np.asarray(jax.random.normal(key, (_draw_size(n),), dtype))[:n].reshape(shape)
 
 
 def get_activation(act: Activation) -> Callable[[Array], Array]:
@@ -169,7 +222,7 @@ def init_mlp(
         raise ValueError(f"widths must list at least an input and an output width, all >= 1; got {widths}")
     get_activation(act), get_activation(out_act)  # validate names early
     dtype = dtype or jnp.result_type(float)
-    keys = jax.random.split(key, len(widths) - 1)
+    keys = split_keys(key, len(widths) - 1)
     params = []
     for l, (k, d_in, d_out) in enumerate(zip(keys, widths[:-1], widths[1:]), start=1):
         if scale is None:
@@ -177,9 +230,9 @@ def init_mlp(
             std = (math.sqrt(2.0) if is_relu else 1.0) / math.sqrt(d_in)
         else:
             std = float(scale)
-        layer = {"W": std * jax.random.normal(k, (d_out, d_in), dtype)}
+        layer = {"W": jnp.asarray(std * normal(k, (d_out, d_in), dtype))}
         if bias:
-            layer["b"] = jnp.zeros((d_out,), dtype)
+            layer["b"] = jnp.asarray(np.zeros((d_out,), dtype))
         params.append(layer)
     return params
 
@@ -220,10 +273,10 @@ def random_problem(
 ) -> tuple[Params, Array, Array]:
     """A random network with random biases (std ``bias_scale``), standard-normal inputs ``(n, d_0)``
     and standard-normal targets ``(n, d_L)``, all from one integer seed. For checks over many nets."""
-    k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+    k1, k2, k3, k4 = split_keys(jax.random.key(seed), 4)
     params = init_mlp(k1, widths, act=act, bias=bias, scale=scale)
     if bias:
-        params = [dict(p, b=bias_scale * jax.random.normal(k, p["b"].shape, p["b"].dtype))
-                  for p, k in zip(params, jax.random.split(k4, len(params)))]
+        params = [dict(p, b=jnp.asarray(bias_scale * normal(k, p["b"].shape, p["b"].dtype)))
+                  for p, k in zip(params, split_keys(k4, len(params)))]
     dtype = params[0]["W"].dtype
-    return params, jax.random.normal(k2, (n, widths[0]), dtype), jax.random.normal(k3, (n, widths[-1]), dtype)
+    return params, jnp.asarray(normal(k2, (n, widths[0]), dtype)), jnp.asarray(normal(k3, (n, widths[-1]), dtype))
