@@ -68,6 +68,14 @@ def inference_panels(
     fig.tight_layout()
 
 
+def deviations(trajectory: Sequence[Any], reference: Sequence[Any]) -> np.ndarray:
+    r"""Each layer's mean distance from ``reference`` (e.g. the feedforward pass) at every recorded step,
+    $\frac1N\sum_i\lVert z_{l,i}(t) - \hat z_{l,i}\rVert$: shape ``(T, L + 1)`` for a trajectory of ``(T, N, d_l)``
+    arrays (``infer(..., record=True).trajectory``) and ``(N, d_l)`` references. Computed on the host."""
+    return np.stack([np.linalg.norm(np.asarray(z) - np.asarray(r), axis=-1).mean(-1)
+                     for z, r in zip(trajectory, reference)], axis=1)
+
+
 def player(
     draw: Callable[[Figure, Any], None],
     frames: Sequence[Any],
@@ -88,6 +96,36 @@ def player(
     def update(i: int):
         fig.clear()
         draw(fig, frames[i])
+        return []
+
+    anim = FuncAnimation(fig, update, frames=len(frames), interval=interval)
+    html = anim.to_jshtml(default_mode="once")
+    plt.close(fig)
+    return HTML(html)
+
+
+def inference_player(
+    layer_energy_trace: np.ndarray,
+    deviations: np.ndarray,
+    frames: Sequence[int],
+    *,
+    title: str = "",
+    figsize: tuple[float, float] = (8.0, 3.2),
+    interval: int = 200,
+    dpi: int = 72,
+) -> Any:
+    """A kernel-free :func:`player` of one recorded inference run: frame ``k`` shows the first ``k`` steps of
+    :func:`inference_panels`. The panels are drawn once and each frame only cuts the lines, so the frames
+    are cheap and every frame has the same axes."""
+    from IPython.display import HTML
+
+    fig = plt.figure(figsize=figsize, dpi=dpi)
+    inference_panels(fig, layer_energy_trace, deviations, title=title)
+    lines = [(ln, ln.get_xdata(), ln.get_ydata()) for ax in fig.axes for ln in ax.lines]
+
+    def update(i: int):
+        for ln, xs, ys in lines:
+            ln.set_data(xs[: frames[i] + 1], ys[: frames[i] + 1])
         return []
 
     anim = FuncAnimation(fig, update, frames=len(frames), interval=interval)

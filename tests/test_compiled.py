@@ -31,6 +31,9 @@ CALLS = {
     "linear_equilibrated_energy": lambda p, x, y, pi, zs: theory.linear_equilibrated_energy(p, x, y, precisions=pi),
     "equilibrated_energy": lambda p, x, y, pi, zs: theory.equilibrated_energy(p, x, y, precisions=pi),
     "equilibrium_covariance": lambda p, x, y, pi, zs: theory.equilibrium_covariance(p, precisions=pi),
+    "linear_activity_hessian": lambda p, x, y, pi, zs: theory.linear_activity_hessian(p, precisions=pi),
+    "equilibrium_residual": lambda p, x, y, pi, zs: theory.equilibrium_residual(p, zs, precisions=pi),
+    "layer_flow": lambda p, x, y, pi, zs: theory.layer_flow(p, zs, 1, jnp.linspace(0.0, 1.0, 5), precisions=pi),
 }
 
 
@@ -72,6 +75,9 @@ def test_compiled_equals_op_by_op(act):
         "f_star": lambda: theory.equilibrated_energy(params, x, y, precisions=pi),
         "f_star_lin": lambda: theory.linear_equilibrated_energy(params, x, y, precisions=pi),
         "S": lambda: theory.equilibrium_covariance(params, precisions=pi),
+        "H": lambda: theory.linear_activity_hessian(params, precisions=pi),
+        "residual": lambda: theory.equilibrium_residual(params, zs, act=act, precisions=pi),
+        "flow": lambda: theory.layer_flow(params, zs, 2, jnp.array([0.0, 0.3]), precisions=pi),
         "energy_lin": lambda: pclib.energy(params, zs, precisions=pi, **lin),
     }
     for name, fn in fns.items():
@@ -157,3 +163,55 @@ def test_call_overhead_item_quick():
     for r in sec.rows:
         assert r["rel_diff"] <= 1e-5, r
         assert r["ratio"] > 0 and r["pclib_ms"]["min"] <= r["pclib_ms"]["median"]
+
+
+def test_random_draws_equal_jax_random_bit_for_bit():
+    """pclib draws normals and splits keys from one compiled program per size bucket; the values are exactly
+    those of jax.random.normal / jax.random.split for the requested shape (typed and raw keys, both dtypes),
+    and a new shape within a bucket compiles nothing."""
+    from pclib.model import normal, split_keys
+
+    for key in (jax.random.key(3), jax.random.PRNGKey(4)):
+        for n in (1, 3, 4, 7):
+            ours = [np.asarray(jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k)
+                    for k in split_keys(key, n)]
+            ref = jax.random.split(key, n)
+            ref = np.asarray(jax.random.key_data(ref) if jnp.issubdtype(ref.dtype, jax.dtypes.prng_key) else ref)
+            np.testing.assert_array_equal(np.stack(ours), ref)
+    for key, shape, dtype in ((jax.random.key(3), (16, 6), jnp.float64), (jax.random.key(3), (3, 257), jnp.float64),
+                              (jax.random.PRNGKey(4), (2, 3, 4), jnp.float64), (jax.random.key(5), (1,), jnp.float32)):
+        a, b = normal(key, shape, dtype), jax.random.normal(key, shape, dtype)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    normal(jax.random.key(0), (9, 9), jnp.float64)
+    with count_compilations() as c:
+        normal(jax.random.key(1), (7, 11), jnp.float64)  # 77 values: the same bucket as 81
+        split_keys(jax.random.key(2), 5)
+        split_keys(jax.random.key(3), 6)
+    assert c["n"] == 0
+    # random_problem is built from these draws: the same numbers as written with jax.random directly
+    params, x, y = pclib.random_problem(5, [4, 6, 3], act="relu", n=7)
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(5), 4)
+    for l, (k, kb, (d_in, d_out)) in enumerate(zip(jax.random.split(k1, 2), jax.random.split(k4, 2), ((4, 6), (6, 3)))):
+        std = (np.sqrt(2.0) if l == 0 else 1.0) / np.sqrt(d_in)
+        np.testing.assert_array_equal(params[l]["W"], std * jax.random.normal(k, (d_out, d_in)))
+        np.testing.assert_array_equal(params[l]["b"], 0.1 * jax.random.normal(kb, (d_out,)))
+    np.testing.assert_array_equal(x, jax.random.normal(k2, (7, 4)))
+    np.testing.assert_array_equal(y, jax.random.normal(k3, (7, 3)))
+
+
+def test_random_start_is_drawn_outside_the_compiled_solve():
+    """infer(init="normal") starts from standard-normal activities drawn with the key (split per layer), the same
+    as passing that start explicitly, and a new key compiles nothing."""
+    params, x, y = random_net(6, [5, 7, 6, 3], n=8)
+    keys = jax.random.split(jax.random.key(9), len(params))
+    start = [x] + [jax.random.normal(k, (8, p["W"].shape[0])) for k, p in zip(keys, params)]
+    res = pclib.infer(params, x, None, steps=4, dt=0.1, init="normal", key=jax.random.key(9))
+    ref = pclib.infer(params, x, None, steps=4, dt=0.1, init=start)
+    for a, b in zip(res.activities, ref.activities):
+        np.testing.assert_array_equal(a, b)
+    pclib.infer(params, x, y, steps=4, dt=0.1)
+    with count_compilations() as c:
+        pclib.infer(params, x, None, steps=4, dt=0.1, init="normal", key=jax.random.key(10))
+        pclib.infer(params, x, y, steps=4, dt=0.1, key=jax.random.key(11))  # a key the ffwd start does not use
+    assert c["n"] == 0

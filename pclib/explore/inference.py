@@ -76,9 +76,7 @@ def linear_rate_data(depth: int, steps: int = 300) -> tuple[np.ndarray, np.ndarr
     lam = np.linalg.eigvalsh(np.asarray(theory.linear_activity_hessian(params)))
     dt = 1.0 / lam[-1]
     traj = infer(params, x, y, act="linear", steps=steps, dt=dt, record=True).trajectory[1:-1]
-    star = theory.linear_equilibrium(params, x, y)[1:-1]
-    sq = sum(np.sum((np.asarray(z) - np.asarray(s)[None]) ** 2, axis=(1, 2)) for z, s in zip(traj, star))
-    dist = np.sqrt(sq / sum(float(np.sum(np.asarray(s) ** 2)) for s in star))
+    dist = theory.relative_error_trace(traj, theory.linear_equilibrium(params, x, y)[1:-1])
     return dist, dist[0] * (1 - dt * lam[0]) ** np.arange(steps + 1), float(lam[0] / lam[-1])
 
 

@@ -53,7 +53,7 @@ from .trust_region import (
     activity_gradient, blog_weight_gradient, fisher_information, natural_gradient_step, trust_region_decomposition,
     trust_region_energy, trust_region_radius, trust_region_step,
 )
-from .util import angle, cosine, relative_error, tree_cosine
+from .util import angle, cosine, relative_error, relative_error_trace, tree_cosine
 
 _FROM_EQUILIBRIA = ("equilibrium", "generalised_infer")
 
@@ -76,8 +76,8 @@ __all__ = [
     "interpolation_sweep", "joint_hessian_schur", "lambda_precisions", "layer_flow",
     "linear_activity_hessian", "linear_equilibrated_energy", "linear_equilibrium", "loss_descent_rate", "loss_grid",
     "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_spectra", "random_invertible_problem",
-    "ratio_precisions", "relative_error", "sample_activity_hessians", "toy_energy_after", "toy_equilibrated_energy",
-    "toy_loss", "toy_params", "tp_targets", "tree_cosine", "trust_region_decomposition", "trust_region_energy",
+    "ratio_precisions", "relative_error", "relative_error_trace", "sample_activity_hessians", "toy_energy_after",
+    "toy_equilibrated_energy", "toy_loss", "toy_params", "tp_targets", "tree_cosine", "trust_region_decomposition", "trust_region_energy",
     "trust_region_radius", "trust_region_step",
     "zero_rank_energy_curvature",
 ]

@@ -21,6 +21,7 @@ $z_l^* = (I + \pi_l^{-1}\pi_{l+1} W_{l+1}^\top W_{l+1})^{-1}[W_l z_{l-1}^* + \pi
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import jax
@@ -43,7 +44,7 @@ def linear_activity_hessian(params: Params, *, precisions: Any = None) -> Array:
     Its diagonal blocks are $\pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}$ (Millidge et al. 2022, Eq. 28).
     """
     check_params(params)
-    return _linear_activity_hessian(params, precision_argument(precisions, len(params)))
+    return _linear_activity_hessian_jit(params, precision_argument(precisions, len(params)))
 
 
 def _linear_activity_hessian(params: Params, precisions: Any) -> Array:
@@ -62,6 +63,9 @@ def _linear_activity_hessian(params: Params, precisions: Any) -> Array:
             H = H.at[s, s_up].set(-pi[i + 1] * W_up.T)
             H = H.at[s_up, s].set(-pi[i + 1] * W_up)
     return H
+
+
+_linear_activity_hessian_jit = jax.jit(_linear_activity_hessian)
 
 
 def linear_equilibrium(params: Params, x: Array, y: Array, *, precisions: Any = None) -> list[Array]:
@@ -120,6 +124,8 @@ def layer_flow(
 
     This is exact for the hidden layer of a two-layer network with both ends clamped
     (Millidge et al. 2022, App. A.4, whose Eq. 30 flips the sign of the drift, so Eq. 31 grows).
+    $A$ is symmetric, so $e^{-At} = Q\,\mathrm{diag}(e^{-\lambda_k t})\,Q^\top$ from its eigendecomposition
+    $A = Q\,\mathrm{diag}(\lambda_k)\,Q^\top$: every time at once, in one compiled program per shape.
 
     Returns an array of shape ``(len(times), N, d_l)`` starting from ``activities[layer]``.
     """
@@ -127,15 +133,22 @@ def layer_flow(
     if not 1 <= layer <= len(params) - 1:
         raise ValueError(f"layer must be a hidden layer, 1..{len(params) - 1}; got {layer}")
     dtype = params[0]["W"].dtype
+    z = [jnp.asarray(activities[i], dtype) for i in (layer - 1, layer, layer + 1)]
+    return _layer_flow(params, precision_argument(precisions, len(params)), *z, jnp.asarray(times, dtype), layer=layer)
+
+
+@partial(jax.jit, static_argnames=("layer",))
+def _layer_flow(params: Params, precisions: Any, z_below: Array, z_l: Array, z_above: Array, times: Array, *,
+                layer: int) -> Array:
+    dtype = z_l.dtype
     pi = as_precisions(precisions, len(params), dtype)
     lo, up = params[layer - 1], params[layer]
     A = pi[layer - 1] * jnp.eye(lo["W"].shape[0], dtype=dtype) + pi[layer] * up["W"].T @ up["W"]
-    c = pi[layer - 1] * preactivation(lo, activities[layer - 1]) + pi[layer] * (
-        activities[layer + 1] - _bias(up, dtype)
-    ) @ up["W"]
+    c = pi[layer - 1] * preactivation(lo, z_below) + pi[layer] * (z_above - _bias(up, dtype)) @ up["W"]
     z_star = jnp.linalg.solve(A, c.T).T
-    dz0 = activities[layer] - z_star
-    return jnp.stack([z_star + dz0 @ jsl.expm(-A * t).T for t in jnp.asarray(times, dtype)])
+    lam, Q = jnp.linalg.eigh(A)
+    decay = jnp.exp(-jnp.outer(times, lam))  # (T, d): e^{-lambda_k t}
+    return z_star + jnp.einsum("nk,tk,jk->tnj", (z_l - z_star) @ Q, decay, Q)
 
 
 def linear_equilibrated_energy(params: Params, x: Array, y: Array, *, precisions: Any = None) -> Array:

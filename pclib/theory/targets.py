@@ -9,9 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..energy import errors, sample_energies
+from ..energy import errors, precision_argument, sample_energies
 from .. import equilibria
-from ..model import Activation, Array, Params, check_data, check_params, forward, layer_activations, predict, preactivation
+from ..model import (
+    Activation, Array, Params, check_data, check_params, forward, layer_activations, predict, preactivation,
+    static_options,
+)
 from .linear import _bias
 from .precisions import ratio_precisions
 from .util import angle, relative_error
@@ -213,6 +216,14 @@ def equilibrium_residual(
     free = tuple(range(1, L)) if free is None else tuple(int(l) for l in free)
     if not free:
         return 0.0
+    check_params(params)
+    pi = precision_argument(precisions, L)
+    fn = _equilibrium_residual_jit if static_options(act, out_act) else _equilibrium_residual
+    return float(fn(params, [jnp.asarray(z) for z in activities], pi, act=act, out_act=out_act, free=free))
+
+
+def _equilibrium_residual(params, activities, precisions, *, act, out_act, free):
+    """:func:`equilibrium_residual` without the checks (compiled below, once per shape and option set)."""
 
     def total(free_z):
         zs = list(activities)
@@ -220,8 +231,11 @@ def equilibrium_residual(
             zs[l] = z
         return jnp.sum(sample_energies(params, zs, act=act, out_act=out_act, precisions=precisions))
 
-    grads = jax.grad(total)([jnp.asarray(activities[l]) for l in free])
-    return max(float(jnp.max(jnp.abs(g))) for g in grads)
+    grads = jax.grad(total)([activities[l] for l in free])
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in grads]))
+
+
+_equilibrium_residual_jit = jax.jit(_equilibrium_residual, static_argnames=("act", "out_act", "free"))
 
 
 def sample_activity_hessians(

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..model import Array
 
@@ -16,6 +17,15 @@ def relative_error(a: Any, b: Any) -> Array:
     num = jnp.sqrt(sum(jnp.sum((u - v) ** 2) for u, v in zip(la, lb)))
     den = jnp.sqrt(sum(jnp.sum(v**2) for v in lb))
     return num / den
+
+
+def relative_error_trace(trajectory: Any, reference: Any) -> np.ndarray:
+    r""":func:`relative_error` of every recorded step: ``trajectory`` is a list of ``(T, ...)`` arrays (e.g.
+    ``infer(..., record=True).trajectory``, or a slice of its layers) and ``reference`` the matching list of
+    ``(...)`` arrays. Returns ``(T,)`` NumPy values, computed on the host."""
+    num = sum(np.sum((np.asarray(z) - np.asarray(r)[None]) ** 2, axis=tuple(range(1, np.ndim(z))))
+              for z, r in zip(trajectory, reference))
+    return np.sqrt(num / sum(float(np.sum(np.asarray(r) ** 2)) for r in reference))
 
 
 def cosine(a: Any, b: Any) -> Array:
