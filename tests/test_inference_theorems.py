@@ -49,8 +49,9 @@ def test_song_first_steps_give_backprop_errors(seed):
     ff = pclib.forward(params, x, act=act)
     delta = theory.backprop_errors(params, ff, y - ff[-1], act=act)  # BP recursion, index l-1 -> layer l
     dt = 0.1 + 0.2 * seed
+    traj = pclib.infer(params, x, y, act=act, steps=L - 1, dt=dt, record=True, check=False).trajectory
     for k in range(1, L):
-        eps = pclib.errors(params, pclib.infer(params, x, y, act=act, steps=k, dt=dt, check=False).activities, act=act)
+        eps = pclib.errors(params, [z[k] for z in traj], act=act)  # after k steps
         np.testing.assert_allclose(eps[L - 1 - k], dt**k * delta[L - 1 - k], rtol=1e-10, atol=1e-14)
         for lower in eps[: L - 1 - k]:
             assert float(jnp.max(jnp.abs(lower))) == 0.0
@@ -73,9 +74,9 @@ def test_backprop_errors_are_negative_loss_gradients():
 
 
 def _equilibrium(params, x, y, act):
-    """The clamped equilibrium solved to 1e-10 (theory.equilibrium raises rather than return a point that
-    misses it; linear nets use the closed form), and its errors."""
-    zs = theory.equilibrium(params, x, y, act=act, tol=1e-10)
+    """The clamped equilibrium solved to 1e-10 by Euler steps (theory.equilibrium raises rather than return a
+    point that misses it; linear nets use the closed form), and its errors."""
+    zs = theory.equilibrium(params, x, y, act=act, tol=1e-10, method="euler")
     return zs, pclib.errors(params, zs, act=act)
 
 
@@ -129,7 +130,8 @@ def test_thm34_linear_equilibrium_matches_iterative_inference(seed, hidden, bias
     steps = int(np.ceil(np.log(1e-10) / np.log(1 - dt * lam[0])))  # contraction to 1e-10
     res = pclib.infer(params, x, y, act="linear", steps=steps, dt=dt)
     star = theory.linear_equilibrium(params, x, y)
-    assert float(theory.relative_error(res.activities[1:-1], star[1:-1])) < 1e-6
+    flat = lambda zs: np.concatenate([np.ravel(z) for z in zs[1:-1]])  # noqa: E731  (on the host: no compiles)
+    assert np.linalg.norm(flat(res.activities) - flat(star)) < 1e-6 * np.linalg.norm(flat(star))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -177,14 +179,24 @@ def test_linear_energy_is_convex_with_hessian_I_plus_WtW(seed):
 def test_one_layer_ode_solution_is_the_limit_of_euler(seed):
     """App. A.4: for a two-layer linear net the exact path z(t) = z* + exp(-At)(z(0) - z*) is the
     dt -> 0 limit of inference, with first-order (Euler) convergence."""
+    import scipy.linalg
+
     params, x, y = random_net(seed, [5, 6, 4], act="linear")
     z0 = pclib.forward(params, x, act="linear")
     z0[-1] = y
     T = 2.0
-    exact = theory.layer_flow(params, z0, 1, jnp.array([T]))[0]
+    path = theory.layer_flow(params, z0, 1, jnp.array([0.0, 0.5, T]))
+    # the same path written out independently: A, c and z* by hand, e^{-At} by SciPy's Pade approximant
+    (W1, b1), (W2, b2) = [(np.asarray(p["W"]), np.asarray(p["b"])) for p in params]
+    A = np.eye(6) + W2.T @ W2
+    z_star = np.linalg.solve(A, (np.asarray(x) @ W1.T + b1 + (np.asarray(y) - b2) @ W2).T).T
+    for t, z_t in zip((0.0, 0.5, T), path):
+        by_hand = z_star + (np.asarray(z0[1]) - z_star) @ scipy.linalg.expm(-A * t).T
+        np.testing.assert_allclose(z_t, by_hand, rtol=1e-10, atol=1e-12)
+    exact = path[-1]
     errs = []
-    for steps in (100, 200, 400):
-        z = pclib.infer(params, x, y, act="linear", steps=steps, dt=T / steps).activities[1]
+    for steps in (100, 200, 400):  # dt = T / steps; one compiled program records 400 steps, read after `steps`
+        z = pclib.infer(params, x, y, act="linear", steps=400, dt=T / steps, record=True).trajectory[1][steps]
         errs.append(float(theory.relative_error(z, exact)))
     assert errs[-1] < 1e-2
     assert 1.7 < errs[0] / errs[1] < 2.3 and 1.7 < errs[1] / errs[2] < 2.3, errs
@@ -256,7 +268,7 @@ def test_one_output_unit_equilibrium_errors_point_along_backprop():
         params, x, _ = random_net(2, [5, 9, 9, 1], act=act)
         ff = pclib.forward(params, x, act=act)
         y = ff[-1] + 0.01 * jnp.sign(jax.random.normal(jax.random.key(3), ff[-1].shape))
-        eps = pclib.errors(params, theory.equilibrium(params, x, y, act=act), act=act)  # certified to 1e-10
+        eps = pclib.errors(params, theory.equilibrium(params, x, y, act=act, method="euler"), act=act)  # to 1e-10
         delta = theory.backprop_errors(params, ff, y - ff[-1], act=act)
         a, b = jnp.concatenate(eps[:-1], axis=1), jnp.concatenate(delta[:-1], axis=1)
         cos = jnp.sum(a * b, 1) / (jnp.linalg.norm(a, axis=1) * jnp.linalg.norm(b, axis=1))
@@ -333,7 +345,7 @@ def test_small_output_precision_gives_backprop_errors(seed):
     delta = theory.backprop_errors(params, ff, y - ff[-1])
     gaps = []
     for p in (1e-2, 1e-3):
-        eps = pclib.errors(params, theory.equilibrium(params, x, y, precisions=jnp.array([1.0, 1.0, p])))
+        eps = pclib.errors(params, theory.equilibrium(params, x, y, precisions=jnp.array([1.0, 1.0, p]), method="euler"))
         gaps.append(float(theory.relative_error([e / p for e in eps[:-1]], delta[:-1])))
     assert gaps[1] < 0.05 and 5 < gaps[0] / gaps[1] < 20, gaps
 
@@ -366,3 +378,32 @@ def test_pcn_schematic_draws_one_value_and_one_error_unit_per_layer():
     with pytest.raises(ValueError, match="n_layers must be at least 2"):
         plotting.pcn_schematic(ax, n_layers=1)
     plt.close(fig)
+
+
+def test_recorded_run_helpers_match_their_definitions():
+    """relative_error_trace is relative_error at every recorded step, a recorded step k is the end of a k-step
+    run, plotting.deviations is each layer's mean distance from the feedforward pass, and inference_player
+    stores one frame per requested step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pclib import plotting
+
+    params, x, y = random_net(2, [4, 6, 5, 3], n=5)
+    res = pclib.infer(params, x, y, steps=6, dt=0.2, record=True)
+    ff = pclib.forward(params, x)
+    trace = theory.relative_error_trace(res.trajectory[1:-1], ff[1:-1])
+    assert trace.shape == (7,) and trace[0] == 0.0
+    for k in (1, 6):
+        at_k = pclib.infer(params, x, y, steps=k, dt=0.2).activities
+        for z, a in zip(res.trajectory, at_k):
+            np.testing.assert_array_equal(z[k], a)
+        np.testing.assert_allclose(trace[k], float(theory.relative_error(at_k[1:-1], ff[1:-1])), rtol=1e-12)
+    D = plotting.deviations(res.trajectory, ff)
+    assert D.shape == (7, 4)
+    for k in (0, 4):
+        for l in range(4):
+            want = np.mean([np.linalg.norm(np.asarray(res.trajectory[l])[k, i] - np.asarray(ff[l])[i]) for i in range(5)])
+            np.testing.assert_allclose(D[k, l], want, rtol=1e-12, atol=1e-15)
+    html = plotting.inference_player(np.ones((7, 3)), D, [2, 6]).data
+    assert html.count("data:image/png;base64") == 2
