@@ -172,7 +172,7 @@ def test_random_draws_equal_jax_random_bit_for_bit():
     from pclib.model import normal, split_keys
 
     for key in (jax.random.key(3), jax.random.PRNGKey(4)):
-        for n in (1, 3, 4, 7):
+        for n in (1, 7):
             ours = [np.asarray(jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k)
                     for k in split_keys(key, n)]
             ref = jax.random.split(key, n)
