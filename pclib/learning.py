@@ -278,12 +278,36 @@ def _cosine_traced(a: Params, b: Params) -> tuple[Array, Array]:
     return cosine(a, b), jnp.stack([cosine(u, v) for u, v in zip(a, b)])
 
 
+def _compare_run(params, x, y, idx, lr, dt, pi, *, optimizer, act, out_act, steps):
+    """:func:`train_compare`'s whole run, one ``lax.scan`` over the minibatches ``x[idx[t]]``."""
+    opt = optimizer if isinstance(optimizer, optax.GradientTransformation) else optimizer(lr)
+    norm = lambda g: jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(g)))  # noqa: E731
+
+    def body(carry, rows):
+        p, state = carry
+        xb, yb = x[rows], y[rows]
+        loss = _mse_loss(p, xb, yb, act=act, out_act=out_act)
+        res = infer(p, xb, yb, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
+        g_pc = _pc_grads(p, res.activities, pi, act=act, out_act=out_act)
+        g_bp = _bp_grads(p, xb, yb, act=act, out_act=out_act)
+        c, c_layers = _cosine_traced(g_pc, g_bp)
+        updates, state = opt.update(g_pc, state, p)
+        return (optax.apply_updates(p, updates), state), (loss, c, c_layers, norm(g_pc), norm(g_bp), res.energies)
+
+    (p_end, _), rows = jax.lax.scan(body, (params, opt.init(params)), idx)
+    return p_end, rows
+
+
+_compare_run_jit = jax.jit(_compare_run, static_argnames=("optimizer", "act", "out_act", "steps"))
+
+
 def train_compare(
     params: Params,
     x: Array,
     y: Array,
     *,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Callable[[Any], optax.GradientTransformation] | None = None,
+    lr: float | None = None,
     epochs: int = 1,
     batch_size: int = 64,
     seed: int = 0,
@@ -292,48 +316,51 @@ def train_compare(
     steps: int = 20,
     dt: float = 0.1,
     precisions: Any = None,
-    progress: bool = True,
 ) -> tuple[Params, dict]:
     r"""Train with PC and record, at every iteration, how PC's update compares with backprop's.
 
     At each minibatch, with the current weights, this computes PC's gradient (``steps`` inference
     steps from the feedforward pass, then :func:`pc_grads`) and backprop's gradient (:func:`bp_grads`)
-    and applies PC's through ``optimizer``. The cosine compares the raw gradients, before the
+    and applies PC's through the optimiser. The cosine compares the raw gradients, before the
     optimiser (Millidge et al. 2022, Fig. 4C).
+
+    ``optimizer`` is an optax transformation (default SGD with rate 0.1), or, with ``lr``, a factory
+    ``optimizer(lr)`` as in :func:`pclib.compare.compare`, called with a traced rate. The whole run is one
+    compiled ``lax.scan`` over the minibatches (the order of :func:`minibatch_stream`); it is reused by
+    every call with the same shapes, options and optimiser (or factory), so with a factory, runs at
+    different rates and seeds compile once. ``dt`` and ``precisions`` are traced too.
 
     Returns the trained parameters and a history dict of NumPy arrays, one entry per iteration:
     ``"loss"`` (batch loss before the update), ``"cosine"`` (over all parameters),
     ``"cosine_layers"`` (shape ``(iterations, L)``), ``"pc_norm"`` and ``"bp_norm"`` (gradient norms).
+    Raises :class:`pclib.inference.InferenceDivergedError` if inference diverged at some iteration.
     """
     import numpy as np
 
     check_params(params)
     x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
-    stream, n_batches = minibatch_stream(x, y, epochs=epochs, batch_size=batch_size, seed=seed)
-    optimizer = optimizer if optimizer is not None else optax.sgd(0.1)
-
-    @jax.jit
-    def step(params, opt_state, xb, yb):
-        loss = _mse_loss(params, xb, yb, act=act, out_act=out_act)
-        pi = as_precisions(precisions, len(params), xb.dtype)
-        res = infer(params, xb, yb, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
-        g_pc = _pc_grads(params, res.activities, pi, act=act, out_act=out_act)
-        g_bp = _bp_grads(params, xb, yb, act=act, out_act=out_act)
-        c, c_layers = _cosine_traced(g_pc, g_bp)
-        norm = lambda g: jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(g)))
-        updates, opt_state = optimizer.update(g_pc, opt_state, params)
-        info = (loss, c, c_layers, norm(g_pc), norm(g_bp), res.energies)
-        return optax.apply_updates(params, updates), opt_state, info
-
-    opt_state = optimizer.init(params)
-    rows = []
-    for xb, yb in tqdm(stream, total=n_batches, desc="PC vs BP", disable=not progress):
-        params, opt_state, info = step(params, opt_state, xb, yb)
-        check_energies(info[-1], dt=dt, steps=steps)
-        rows.append(info[:-1])
+    static_options(act, out_act)
+    if lr is None:
+        optimizer = optimizer if optimizer is not None else optax.sgd(0.1)
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise ValueError("optimizer is a factory optimizer(lr): pass lr=... too, or pass an optax transformation")
+        lr = 0.0
+    elif optimizer is None or isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError("with lr, optimizer must be a factory optimizer(lr) -> optax transformation, e.g. optax.sgd")
+    rows = np.arange(x.shape[0])
+    stream, _ = minibatch_stream(rows, rows, epochs=epochs, batch_size=batch_size, seed=seed)
+    idx = jnp.asarray(np.stack([r for r, _ in stream]))
+    dtype = params[0]["W"].dtype
+    pi = as_precisions(precisions, len(params), dtype)
+    params, out = _compare_run_jit(params, x, y, idx, jnp.asarray(lr, dtype), jnp.asarray(dt, dtype), pi,
+                                   optimizer=optimizer, act=act, out_act=out_act, steps=int(steps))
+    energies = np.asarray(out[-1])
+    bad = ~np.all(np.isfinite(energies), axis=1) | (energies.max(axis=1) > 2.0 * energies[:, 0] + 1e-8)
+    if bad.any():
+        check_energies(energies[int(np.argmax(bad))], dt=float(dt), steps=int(steps))
     keys = ("loss", "cosine", "cosine_layers", "pc_norm", "bp_norm")
-    history = {k: np.asarray([r[i] for r in rows], dtype=np.float64) for i, k in enumerate(keys)}
+    history = {k: np.asarray(v, dtype=np.float64) for k, v in zip(keys, out[:-1])}
     return params, history
 
 

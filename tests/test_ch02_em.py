@@ -133,16 +133,17 @@ def test_relu_chatter_window_shrinks_with_dt_while_pointwise_residual_stays():
     the time-averaged force is just the displacement over the window, so it is no evidence."""
     params, x, y = random_net(0, [8, 16, 16, 16, 4], act="relu")
     zs = pclib.infer(params, x, y, act="relu", steps=3000, dt=0.1).activities
+    split = jax.jit(jax.vmap(lambda hh: energy_gradient_split(params, [x, *hh, y], act="relu")))
     diam, resid = {}, {}
     for dt in (0.1, 0.025):
-        z = pclib.infer(params, x, y, act="relu", steps=int(25 / dt), dt=dt, init=zs).activities
-        traj = pclib.infer(params, x, y, act="relu", steps=int(25 / dt), dt=dt, init=z, record=True).trajectory
+        k = int(25 / dt)  # settle for k steps (25 time units), then a window of k steps
+        full = pclib.infer(params, x, y, act="relu", steps=2 * k, dt=dt, init=zs, record=True).trajectory
+        traj = [t[k:] for t in full]
         h = jnp.concatenate([t.reshape(t.shape[0], -1) for t in traj[1:-1]], axis=1)
         diam[dt] = float(jnp.max(jnp.linalg.norm(h - h.mean(0), axis=1)) / jnp.linalg.norm(h[-1]))
         resid[dt] = float(theory.marginal_residual(params, [t[-1] for t in traj], act="relu"))
         # the averaged Euler force is exactly minus the displacement over the window's length
-        split = jax.vmap(lambda hh: energy_gradient_split(params, [x, *hh, y], act="relu"))(traj[1:-1])
-        for (gl, ge), t in zip(zip(*split), traj[1:-1]):
+        for (gl, ge), t in zip(zip(*split(traj[1:-1])), traj[1:-1]):
             np.testing.assert_allclose((gl + ge)[:-1].mean(0), -(t[-1] - t[0]) / 25.0, atol=1e-9)
     assert min(resid.values()) > 0.05
     assert 2.5 < diam[0.1] / diam[0.025] < 8
@@ -529,8 +530,7 @@ def test_train_compare_records_independent_cosines():
         seen.append((float(learning.update_cosine(g_pc, g_bp)), float(pclib.mse_loss(p, xb, yb))))
         u, st = opt.update(g_pc, st, p)
         p = optax.apply_updates(p, u)
-    p_end, h = learning.train_compare(params, x, y, optimizer=opt, epochs=1, batch_size=16, seed=5, steps=15,
-                                      dt=0.2, progress=False)
+    p_end, h = learning.train_compare(params, x, y, optimizer=opt, epochs=1, batch_size=16, seed=5, steps=15, dt=0.2)
     np.testing.assert_allclose(h["cosine"], [c for c, _ in seen], rtol=1e-9)
     np.testing.assert_allclose(h["loss"], [l for _, l in seen], rtol=1e-9)
     assert h["cosine_layers"].shape == (4, 3)
@@ -541,7 +541,28 @@ def test_train_compare_records_independent_cosines():
 def test_train_compare_rejects_bad_batch_size():
     params, x, y = random_net(0, [5, 7, 3])
     with pytest.raises(ValueError, match="batch_size must be between 1"):
-        learning.train_compare(params, x, y, batch_size=0, progress=False)
+        learning.train_compare(params, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="pass lr"):
+        learning.train_compare(params, x, y, optimizer=optax.sgd)
+    with pytest.raises(ValueError, match="must be a factory"):
+        learning.train_compare(params, x, y, optimizer=optax.sgd(0.1), lr=0.1)
+
+
+def test_train_compare_with_a_rate_factory_compiles_once():
+    """optimizer=factory with lr: the same history as the transformation built at that rate, and runs at
+    other rates and seeds reuse one compiled program."""
+    from conftest import count_compilations
+
+    params, x, y = random_net(1, [6, 8, 3], n=64)
+    sgd = lambda lr: optax.sgd(lr, momentum=0.9)  # noqa: E731
+    _, h_ref = learning.train_compare(params, x, y, optimizer=sgd(0.05), epochs=2, batch_size=16, seed=2)
+    _, h = learning.train_compare(params, x, y, optimizer=sgd, lr=0.05, epochs=2, batch_size=16, seed=2)
+    for k in h_ref:
+        np.testing.assert_allclose(h[k], h_ref[k], rtol=1e-10)
+    with count_compilations() as n:
+        for lr, seed in ((0.1, 2), (0.2, 3)):
+            learning.train_compare(params, x, y, optimizer=sgd, lr=lr, epochs=2, batch_size=16, seed=seed)
+    assert n["n"] == 0
 
 
 def test_pc_gradient_is_several_times_shorter_than_bp_at_initialisation():
@@ -563,9 +584,10 @@ def test_update_cosine_depends_on_learning_rate_on_digits():
     ds = pclib.data.digits(seed=0)
     p0 = pclib.init_mlp(jax.random.key(0), [64, 64, 32, 10], act="relu")
     share = []
+    sgd = lambda r: optax.sgd(r, momentum=0.9)  # noqa: E731  (one factory: both rates share one compiled run)
     for lr in (0.05, 0.2):
-        _, h = learning.train_compare(p0, ds.x_train, ds.y_train, optimizer=optax.sgd(lr, momentum=0.9), epochs=6,
-                                      batch_size=64, seed=0, act="relu", steps=20, dt=0.2, progress=False)
+        _, h = learning.train_compare(p0, ds.x_train, ds.y_train, optimizer=sgd, lr=lr, epochs=6, batch_size=64,
+                                      seed=0, act="relu", steps=20, dt=0.2)
         assert h["cosine"].min() > 0.5 and h["cosine"].max() < 0.99
         share.append(np.mean(h["cosine"] < 0.9))
     assert share[0] > share[1]

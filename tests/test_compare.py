@@ -187,3 +187,27 @@ def test_bad_options_are_named():
         compare(init, x, y, lrs=[])
     with pytest.raises(ValueError, match="diverged at every rate"):
         compare(init, x * 100, y, lrs=[10.0], batch_size=8, epochs=5)
+
+
+def test_float32_data_with_float64_params():
+    """Data stored in float32 (as pclib.data's digits and MNIST) with float64 networks trains and reports
+    PC's largest inference residual in float64."""
+    x, y = _data(8, 24, 4, 2)
+    r = compare(lambda k: pclib.init_mlp(k, [4, 6, 2]), x.astype(jnp.float32), y.astype(jnp.float32), lrs=[0.1],
+                seeds=(0, 1), epochs=1, batch_size=8, steps=5, dt=0.1)
+    assert r.train_residual.dtype == np.float64 and np.all(r.train_residual > 0)
+
+
+def test_tuned_and_matched_share_one_compiled_run():
+    """The mode is an argument of the compiled run, not part of it: after a tuned comparison, a matched one
+    with the same options, shapes and number of rates compiles no new training program."""
+    from conftest import count_compilations
+
+    x, y = _data(9, 24, 4, 2)
+    init = lambda k: pclib.init_mlp(k, [4, 6, 2])
+    opts = dict(seeds=(0, 1), epochs=1, batch_size=8, steps=5, dt=0.1, optimizer=optax.sgd)
+    compare(init, x, y, lrs=[0.1, 0.3], mode="tuned", **opts)
+    with count_compilations() as n:
+        r = compare(init, x, y, lrs=[0.01, 0.03], mode="matched", **opts)
+    assert n["n"] == 0
+    np.testing.assert_allclose(r.step_lengths, r.best_lr[:, :, None] * np.ones_like(r.step_lengths), rtol=1e-12)

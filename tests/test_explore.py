@@ -7,6 +7,7 @@ import posixpath
 import re
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import jupytext
 import numpy as np
@@ -102,6 +103,19 @@ def test_ch02_one_layer_frame_is_pclib_inference():
     res = pclib.infer(params, x, y, act="linear", steps=30, dt=1.0 / lam_max, record=True)
     L = [float(pclib.mse_loss([params[1]], z[None] if z.ndim == 1 else z, y, act="linear")) for z in res.trajectory[1]]
     assert close(fig.frame(frac=k)["data"][2]["y"], L)
+
+
+@pytest.mark.parametrize("init", ["ffwd", "normal", "zeros"])
+def test_ch02_loss_rate_data_is_pclib_inference(init):
+    """The explorable loss-rate figure (one compiled program for every start) against a direct run of
+    pclib.infer from the same start, with the layer energies and -dL/dt recomputed per step."""
+    E, rate = ch02.loss_rate_data(0.3, init, steps=30, dt=0.1)
+    params, x, y = pclib.random_problem(4, [8, 12, 12, 12, 4])
+    pi = jnp.array([1.0, 1.0, 1.0, 0.3])
+    res = pclib.infer(params, x, y, steps=30, dt=0.1, init=init, key=jax.random.key(4), precisions=pi, record=True)
+    steps = [[z[k] for z in res.trajectory] for k in range(31)]
+    assert close(E, [np.asarray(pclib.layer_energies(params, zs, precisions=pi)) for zs in steps])
+    assert close(rate, [float(theory.loss_descent_rate(params, zs, precisions=pi).mean()) for zs in steps])
 
 
 def test_ch04_bp_losses_are_gradient_descent_on_the_toy_loss():

@@ -6,7 +6,7 @@ numbers of one grid point, which the tests compare with direct ``pclib`` computa
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import theory
 from ..energy import layer_energy_trace, mse_loss
-from ..inference import infer
+from ..inference import infer, initial_activities
 from ..learning import pc_grads
 from ..model import forward, random_problem
 from . import COLORS, Control, Figure, figure, line, panels
@@ -22,19 +22,26 @@ from ._common import STEP, _cap, _energy_lines
 
 @lru_cache(maxsize=1)
 def _ch02_net():
-    params, x, y = random_problem(4, [6, 12, 12, 12, 3])
-    rate = jax.jit(jax.vmap(lambda zs, pi: theory.loss_descent_rate(params, zs, precisions=pi), in_axes=(0, None)))
-    return params, x, y, rate
+    params, x, y = random_problem(4, [8, 12, 12, 12, 4])
+    return params, x, y
 
 
-def loss_rate_data(pi_out: float, init: str, steps: int = 80) -> tuple[np.ndarray, np.ndarray]:
-    """Layer energies and −dℒ/dt (mean over samples) along one inference run on chapter 2's tanh net."""
-    params, x, y, rate = _ch02_net()
+@partial(jax.jit, static_argnames=("steps",))
+def _loss_rate_run(params, x, y, z0, dt, pi, *, steps):
+    """Inference from ``z0``: layer energies and −dℒ/dt per sample at every step (one program for every start)."""
+    res = infer(params, x, y, steps=steps, dt=dt, init=z0, precisions=pi, record=True, check=False)
+    rate = jax.vmap(lambda zs: theory.loss_descent_rate(params, zs, precisions=pi))(res.trajectory)
+    return layer_energy_trace(params, res.trajectory, precisions=pi), rate
+
+
+def loss_rate_data(pi_out: float, init: str, steps: int = 80, dt: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Layer energies and −dℒ/dt (mean over samples) along one inference run on chapter 2's tanh net
+    (8-12-12-12-4, seed 4) from ``init`` ("ffwd", "normal" or "zeros")."""
+    params, x, y = _ch02_net()
     pi = jnp.array([1.0, 1.0, 1.0, pi_out])
-    res = infer(params, x, y, steps=steps, dt=0.1, init=init, key=jax.random.key(4), precisions=pi, record=True,
-                check=False)
-    E = np.asarray(layer_energy_trace(params, res.trajectory, precisions=pi))
-    return E, np.asarray(rate(res.trajectory, pi)).mean(1)
+    z0 = initial_activities(params, x, y, init=init, key=jax.random.key(4))
+    E, rate = _loss_rate_run(params, x, y, z0, dt, pi, steps=steps)
+    return np.asarray(E), np.asarray(rate).mean(1)
 
 
 def loss_rate() -> Figure:
