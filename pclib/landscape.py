@@ -16,7 +16,7 @@ The two-weight toy chain and its landscapes are in :mod:`pclib.theory.toy`.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,48 +31,59 @@ def flatten(params: Any) -> tuple[Array, Callable[[Array], Any]]:
     return ravel_pytree(params)
 
 
-def _flat_fn(fn: Callable, params: Any, kwargs: dict) -> tuple[Array, Callable]:
-    if not callable(fn):
-        raise TypeError(f"fn must be a function fn(params, *args) -> scalar; got {type(fn).__name__}")
-    flat, unflatten = flatten(params)
-    if flat.size == 0:
+def _flat_spec(params: Any) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of the flattened parameters, without flattening them (nothing is compiled)."""
+    spec = jax.eval_shape(lambda p: ravel_pytree(p)[0], params)
+    if spec.size == 0:
         raise ValueError("params has no array leaves to differentiate")
-
-    def f(w, *args):
-        out = fn(unflatten(w), *args, **kwargs)
-        if jnp.ndim(out) != 0:
-            raise ValueError(f"fn must return a scalar; got shape {jnp.shape(out)}")
-        return out
-
-    return flat, f
+    return spec
 
 
 @partial(jax.jit, static_argnums=0)
-def _tree_hessian(fn: Callable, params: Any, *args: Any) -> Any:
-    return jax.hessian(fn)(params, *args)
+def _dense_hessians(fns: tuple, params: Any, *args: Any) -> tuple:
+    flat, unflatten = ravel_pytree(params)
+    grads = [jax.grad(lambda w, fn=fn: fn(unflatten(w), *args)) for fn in fns]
+    # column j is the Hessian-vector product with e_j (the Hessian is symmetric). lax.map runs the P
+    # products one after another in one compiled loop, which compiles and runs faster on CPU than
+    # jax.hessian's vmap over all P directions (batched small linear algebra is slow there).
+    hess = jax.lax.map(lambda v: tuple(jax.jvp(g, (flat,), (v,))[1] for g in grads),
+                       jnp.eye(flat.size, dtype=flat.dtype))
+    return hess, tuple(g(flat) for g in grads)
+
+
+def _bind(fn: Callable, params: Any, args: tuple, kwargs: dict) -> Callable:
+    """``fn`` with ``kwargs`` bound, after checking that it is a scalar function of ``params``."""
+    if not callable(fn):
+        raise TypeError(f"fn must be a function fn(params, *args) -> scalar; got {type(fn).__name__}")
+    _flat_spec(params)
+    f = partial(fn, **kwargs) if kwargs else fn
+    out = jax.eval_shape(f, params, *args)
+    if out.shape != ():
+        raise ValueError(f"fn must return a scalar; got shape {out.shape}")
+    return f
 
 
 def hessian(fn: Callable, params: Any, *args: Any, **kwargs: Any) -> Array:
     r"""The dense Hessian $\nabla^2_\theta\, \mathrm{fn}(\theta, \ldots)$ in the flattened parameters, ``(P, P)``.
 
-    Exact (``jax.hessian``, forward-over-reverse), compiled once per ``fn`` and parameter shapes
-    (pass the same function object to reuse the compilation; ``kwargs`` are bound with
-    :func:`functools.partial`, which compiles anew on every call). Rows and columns follow
+    Exact: column $j$ is the forward-over-reverse Hessian-vector product $\nabla^2_\theta\mathrm{fn}\; e_j$
+    (see :func:`hvp`), the $P$ columns computed in one compiled loop. Compiled once per ``fn`` and
+    parameter shapes (pass the same function object to reuse the compilation; ``kwargs`` are bound
+    with :func:`functools.partial`, which compiles anew on every call). Rows and columns follow
     :func:`flatten`. Memory grows as $P^2$: for large networks use :func:`hvp` and
     :func:`extreme_eigenvalues`.
     """
-    flat, _ = _flat_fn(fn, params, kwargs)
-    f = partial(fn, **kwargs) if kwargs else fn
-    out = jax.eval_shape(f, params, *args)
-    if out.shape != ():
-        raise ValueError(f"fn must return a scalar; got shape {out.shape}")
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    H = _tree_hessian(f, params, *args)
-    rows = []
-    for leaf_i, inner in zip(leaves, treedef.flatten_up_to(H)):
-        blocks = treedef.flatten_up_to(inner)
-        rows.append(jnp.concatenate([b.reshape(leaf_i.size, leaf_j.size) for b, leaf_j in zip(blocks, leaves)], axis=1))
-    return jnp.concatenate(rows, axis=0)
+    return _dense_hessians((_bind(fn, params, args, kwargs),), params, *args)[0][0]
+
+
+def hessians(fns: Sequence[Callable], params: Any, *args: Any, gradients: bool = False) -> tuple:
+    """The dense Hessians of several functions at the same point (e.g. ``(loss, energy)``), as :func:`hessian`
+    returns them, computed in one compiled program: one compilation per tuple of functions and shapes.
+    With ``gradients=True`` returns ``(hessians, gradients)``, adding the flat gradients to the same program."""
+    if callable(fns) or not len(fns):
+        raise TypeError("fns must be a non-empty sequence of functions fn(params, *args) -> scalar")
+    hess, grads = _dense_hessians(tuple(_bind(fn, params, args, {}) for fn in fns), params, *args)
+    return (hess, grads) if gradients else hess
 
 
 def spectrum(fn: Callable, params: Any, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -81,24 +92,29 @@ def spectrum(fn: Callable, params: Any, *args: Any, **kwargs: Any) -> np.ndarray
     return np.linalg.eigvalsh(0.5 * (H + H.T))
 
 
+@partial(jax.jit, static_argnums=0)
+def _hvp(fn: Callable, params: Any, v: Array, *args: Any) -> Array:
+    flat, unflatten = ravel_pytree(params)
+    grad = jax.grad(lambda w: fn(unflatten(w), *args))
+    return jax.jvp(grad, (flat,), (v,))[1]
+
+
 def hvp(fn: Callable, params: Any, *args: Any, **kwargs: Any) -> Callable[[Array], Array]:
     r"""A compiled Hessian-vector product $v \mapsto \nabla^2_\theta \mathrm{fn}\; v$ at ``params``.
 
     Forward-over-reverse, ``jax.jvp`` of ``jax.grad``: one call costs a few gradient evaluations
     and never forms the Hessian. ``v`` is a flat vector of length $P$ (see :func:`flatten`).
+    Compiled once per ``fn`` and shapes, shared by every point and by :func:`extreme_eigenvalues`
+    (``kwargs`` are bound with :func:`functools.partial`, which compiles anew on every call).
     """
-    flat, f = _flat_fn(fn, params, kwargs)
-    grad_f = jax.grad(f)
-
-    @jax.jit
-    def _hvp(w, v, *a):
-        return jax.jvp(lambda u: grad_f(u, *a), (w,), (v,))[1]
+    f = _bind(fn, params, args, kwargs)
+    flat = _flat_spec(params)
 
     def apply(v: Array) -> Array:
         v = jnp.asarray(v, flat.dtype)
         if v.shape != flat.shape:
             raise ValueError(f"v must be a flat vector of shape {flat.shape} (see landscape.flatten); got {v.shape}")
-        return _hvp(flat, v, *args)
+        return _hvp(f, params, v, *args)
 
     return apply
 
@@ -130,7 +146,7 @@ def extreme_eigenvalues(
 
     if which not in ("SA", "LA", "LM", "SM"):
         raise ValueError(f"which must be 'SA' (smallest), 'LA' (largest), 'LM' or 'SM'; got {which!r}")
-    flat, _ = flatten(params)
+    flat = _flat_spec(params)
     P = int(flat.size)
     if not (isinstance(k, (int, np.integer)) and 1 <= k < P):
         raise ValueError(f"k must be an int with 1 <= k < {P} (the number of parameters); got {k!r}")
