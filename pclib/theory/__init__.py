@@ -39,7 +39,8 @@ from .linear import (
 )
 from .precisions import RATIO_SCHEMES, generalised_energy, lambda_precisions, ratio_precisions
 from .saddles import (
-    explaining_away_energy, joint_hessian_schur, origin_hessians, origin_spectra, zero_rank_energy_curvature,
+    explaining_away_energy, joint_hessian_schur, origin_hessians, origin_hvp, origin_spectra,
+    zero_rank_energy_curvature,
 )
 from .targets import (
     backprop_errors, equilibrium_residual, interpolation_sweep, random_invertible_problem, sample_activity_hessians,
@@ -75,9 +76,10 @@ __all__ = [
     "fisher_information", "gd_path", "generalised_energy", "generalised_infer", "gradient_grid", "grid_2d",
     "interpolation_sweep", "joint_hessian_schur", "lambda_precisions", "layer_flow",
     "linear_activity_hessian", "linear_equilibrated_energy", "linear_equilibrium", "loss_descent_rate", "loss_grid",
-    "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_spectra", "random_invertible_problem",
-    "ratio_precisions", "relative_error", "relative_error_trace", "sample_activity_hessians", "toy_energy_after",
-    "toy_equilibrated_energy", "toy_loss", "toy_params", "tp_targets", "tree_cosine", "trust_region_decomposition", "trust_region_energy",
+    "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_hvp", "origin_spectra",
+    "random_invertible_problem", "ratio_precisions", "relative_error", "relative_error_trace",
+    "sample_activity_hessians", "toy_energy_after", "toy_equilibrated_energy", "toy_loss", "toy_params", "tp_targets",
+    "tree_cosine", "trust_region_decomposition", "trust_region_energy",
     "trust_region_radius", "trust_region_step",
     "zero_rank_energy_curvature",
 ]
