@@ -35,6 +35,7 @@ import optax
 
 from .energy import _mse_loss, _sample_layer_energies, as_precisions
 from .equilibria import euler_dt
+from .escape import normalize_updates
 from .inference import METHODS as METHODS_INFER
 from .inference import infer
 from .learning import _bp_grads, _pc_grads, minibatch_stream, run_score
@@ -151,14 +152,9 @@ def _global_norm(tree: Any) -> Array:
 
 
 def _optimizer(optimizer: Callable[[Any], optax.GradientTransformation], lr: Any, matched: Any):
-    r"""``optimizer(lr)``, behind the normalisation $g \mapsto g/\lVert g\rVert$ where ``matched`` (a traced
-    flag, so that both modes run one compiled program) is true."""
-
-    def normalise(updates, params=None):
-        scale = 1.0 / _global_norm(updates)
-        return jax.tree_util.tree_map(lambda u: jnp.where(matched, u * scale, u), updates)
-
-    return optax.chain(optax.stateless(normalise), optimizer(lr))
+    r"""``optimizer(lr)``, behind the normalisation $g \mapsto g/\lVert g\rVert$ (:func:`pclib.escape.normalize_updates`)
+    where ``matched`` (a traced flag, so that both modes run one compiled program) is true."""
+    return optax.chain(normalize_updates(matched), optimizer(lr))
 
 
 @lru_cache(maxsize=32)

@@ -1,7 +1,8 @@
 r"""Tools for escape experiments: leaving a saddle by gradient descent.
 
 * :func:`normalized_sgd`: SGD with a fixed global step length, so that methods whose gradients differ
-  in size are compared at *matched step length* (only the direction of the update differs);
+  in size are compared at *matched step length* (only the direction of the update differs); its
+  normalisation :func:`normalize_updates` is also the matched mode of :func:`pclib.compare.compare`;
 * :func:`escape_time`: the first iteration at which a loss curve falls below a fraction of its start;
 * :func:`layer_norms`: the Frobenius norm of each layer's weight gradient (or weights).
 
@@ -17,7 +18,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["escape_time", "layer_norms", "normalized_sgd"]
+__all__ = ["escape_time", "layer_norms", "normalize_updates", "normalized_sgd"]
+
+
+def normalize_updates(enabled: Any = True) -> optax.GradientTransformation:
+    r"""The direction of the update: $g \mapsto g\cdot(1/\lVert g\rVert)$ (the global norm over all leaves), $0 \mapsto 0$.
+
+    Chained before an optimiser it makes every step's length that optimiser's rate: the *matched*
+    mode of :func:`pclib.compare.compare` and :func:`normalized_sgd` both use it. ``enabled`` may be a
+    traced boolean (where false the updates pass unchanged), so one compiled program serves both modes.
+    """
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        norm = jnp.sqrt(sum(jnp.sum(u**2) for u in jax.tree_util.tree_leaves(updates)))
+        scale = jnp.where(enabled & (norm > 0), 1.0 / jnp.where(norm > 0, norm, 1.0), 1.0)
+        return jax.tree_util.tree_map(lambda u: u * scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def normalized_sgd(step_length: float) -> optax.GradientTransformation:
@@ -25,17 +42,13 @@ def normalized_sgd(step_length: float) -> optax.GradientTransformation:
 
     Every update has global (all-layer) Euclidean norm ``step_length`` $= \eta$, whatever the size of the
     gradient $g$. Two methods trained with it take steps of the same length and differ only in their
-    directions, which removes the advantage a method gets from larger gradients alone.
+    directions, which removes the advantage a method gets from larger gradients alone. It is
+    :func:`normalize_updates` followed by ``optax.sgd(step_length)``, the matched mode of
+    :func:`pclib.compare.compare` with SGD.
     """
     if not (isinstance(step_length, (int, float)) and step_length > 0):
         raise ValueError(f"step_length must be a positive number (the norm of every update); got {step_length!r}")
-
-    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
-        norm = optax.tree.norm(updates)
-        scale = jnp.where(norm > 0, -step_length / jnp.where(norm > 0, norm, 1.0), 0.0)
-        return jax.tree_util.tree_map(lambda g: scale * g, updates), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    return optax.chain(normalize_updates(), optax.sgd(step_length))
 
 
 def escape_time(losses: Any, *, frac: float = 0.9) -> int:
