@@ -1,7 +1,7 @@
 """Figures: a house style, inference-trace panels, and kernel-free players for the HTML book.
 
 A *player* turns a drawing function into a sequence of precomputed frames with matplotlib's
-``FuncAnimation.to_jshtml``: the HTML book then shows a slider and play/step buttons that
+``HTMLWriter`` (the JavaScript player of ``FuncAnimation.to_jshtml``): the HTML book then shows a slider and play/step buttons that
 work with no kernel, while Jupyter and Colab readers get the live widgets of
 :mod:`pclib.widgets` for the same figure.
 """
@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.animation import FuncAnimation
+from matplotlib.animation import HTMLWriter
 from matplotlib.figure import Figure
 
 COLORS = {"F": "black", "L": "tab:red", "E": "tab:blue", "pc": "tab:blue", "bp": "tab:orange", "theory": "tab:green"}
@@ -77,29 +77,44 @@ def deviations(trajectory: Sequence[Any], reference: Sequence[Any]) -> np.ndarra
 
 
 def player(
-    draw: Callable[[Figure, Any], None],
+    draw: Callable[[Any, Any], None],
     frames: Sequence[Any],
     *,
     figsize: tuple[float, float] = (8.0, 3.2),
     interval: int = 200,
     dpi: int = 72,
+    setup: Callable[[Figure], Any] | None = None,
 ) -> Any:
     """A kernel-free animation: ``draw(fig, frame)`` for each frame, embedded as JavaScript + PNGs.
 
     Returns an ``IPython.display.HTML`` object with a slider and play/step buttons; it renders in the
     static HTML book without a kernel. Keep frames few and ``dpi`` low: every frame is stored.
+
+    Without ``setup`` the figure is cleared and redrawn from scratch for every frame. With
+    ``setup(fig) -> state``, called once to draw the axes and create the artists, each frame is
+    ``draw(state, frame)``, which only updates those artists (e.g. ``line.set_data``): much cheaper
+    when the axes, legends and layout stay the same from frame to frame.
     """
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
     from IPython.display import HTML
 
     fig = plt.figure(figsize=figsize, dpi=dpi)
-
-    def update(i: int):
-        fig.clear()
-        draw(fig, frames[i])
-        return []
-
-    anim = FuncAnimation(fig, update, frames=len(frames), interval=interval)
-    html = anim.to_jshtml(default_mode="once")
+    state = None if setup is None else setup(fig)
+    # the frames go straight to the writer: one draw per frame (FuncAnimation.to_jshtml draws each twice)
+    writer = HTMLWriter(fps=1000 / interval, embed_frames=True, default_mode="once")
+    with TemporaryDirectory() as tmp:
+        path = Path(tmp, "player.html")
+        with writer.saving(fig, str(path), dpi):
+            for frame in frames:
+                if setup is None:
+                    fig.clear()
+                    draw(fig, frame)
+                else:
+                    draw(state, frame)
+                writer.grab_frame()
+        html = path.read_text()
     plt.close(fig)
     return HTML(html)
 
@@ -117,21 +132,16 @@ def inference_player(
     """A kernel-free :func:`player` of one recorded inference run: frame ``k`` shows the first ``k`` steps of
     :func:`inference_panels`. The panels are drawn once and each frame only cuts the lines, so the frames
     are cheap and every frame has the same axes."""
-    from IPython.display import HTML
 
-    fig = plt.figure(figsize=figsize, dpi=dpi)
-    inference_panels(fig, layer_energy_trace, deviations, title=title)
-    lines = [(ln, ln.get_xdata(), ln.get_ydata()) for ax in fig.axes for ln in ax.lines]
+    def setup(fig: Figure) -> list:
+        inference_panels(fig, layer_energy_trace, deviations, title=title)
+        return [(ln, ln.get_xdata(), ln.get_ydata()) for ax in fig.axes for ln in ax.lines]
 
-    def update(i: int):
+    def cut(lines: list, k: int) -> None:
         for ln, xs, ys in lines:
-            ln.set_data(xs[: frames[i] + 1], ys[: frames[i] + 1])
-        return []
+            ln.set_data(xs[: k + 1], ys[: k + 1])
 
-    anim = FuncAnimation(fig, update, frames=len(frames), interval=interval)
-    html = anim.to_jshtml(default_mode="once")
-    plt.close(fig)
-    return HTML(html)
+    return player(cut, frames, figsize=figsize, interval=interval, dpi=dpi, setup=setup)
 
 
 def pcn_schematic(ax: Any, *, n_layers: int = 3) -> None:
