@@ -58,9 +58,11 @@ T = np.linspace(-1.5, 1.5, 31)
 def origin_slice_data(depth: int) -> tuple[np.ndarray, np.ndarray]:
     """ℒ and ℱ* along the line t·θ through the origin in a random direction θ of unit norm per layer."""
     x, y = _ch05_data()
-    theta = init_mlp(jax.random.key(depth), _ch05_widths(depth), bias=False)
-    theta = [{"W": p["W"] / jnp.linalg.norm(p["W"])} for p in theta]
-    at = lambda t: [{"W": t * p["W"]} for p in theta]
+    rng = np.random.default_rng(depth)
+    widths = _ch05_widths(depth)
+    theta = [rng.standard_normal((b, a)) for a, b in zip(widths[:-1], widths[1:])]
+    theta = [jnp.asarray(w / np.linalg.norm(w), x.dtype) for w in theta]
+    at = lambda t: [{"W": t * w} for w in theta]
     both = jax.jit(jax.vmap(lambda t: (mse_loss(at(t), x, y, act="linear"), theory.equilibrated_energy(at(t), x, y))))
     L, F = both(jnp.asarray(T))
     return np.asarray(L), np.asarray(F)
