@@ -31,16 +31,38 @@ def zeros_like_net(params):
 widths_strategy = st.lists(st.integers(1, 5), min_size=2, max_size=6)
 
 
+def np_problem(seed, widths, *, bias=False, n=16):
+    """A random network (weights of std 1/sqrt(fan-in), biases of std 0.3), inputs and targets, drawn with NumPy:
+    unlike pclib.init_mlp's JAX draws, nothing is compiled for a new shape."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layer = {"W": jnp.asarray(rng.standard_normal((b, a)) / np.sqrt(a))}
+        if bias:
+            layer["b"] = jnp.asarray(0.3 * rng.standard_normal(b))
+        params.append(layer)
+    return params, jnp.asarray(rng.standard_normal((n, widths[0]))), jnp.asarray(rng.standard_normal((n, widths[-1])))
+
+
+def both_hessians(p, x, y, gradients=False):
+    """Hessians of L and F* (and their gradients) from one compiled program per shape."""
+    out = landscape.hessians((mse, F_star), p, x, y, gradients=gradients)
+    if gradients:
+        (HL, HF), (gL, gF) = out
+        return np.asarray(HL), np.asarray(HF), np.asarray(gL), np.asarray(gF)
+    return tuple(np.asarray(h) for h in out)
+
+
 # --- Theorem 1: the equilibrated energy -------------------------------------------------------
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), widths=widths_strategy, bias=st.booleans(), precisions=st.booleans())
 def test_equilibrated_energy_equals_energy_at_closed_form_equilibrium(seed, widths, bias, precisions):
-    params, x, y = pclib.random_problem(seed, widths, act="linear", bias=bias, bias_scale=0.3)
+    params, x, y = np_problem(seed, widths, bias=bias)
     pi = None
     if precisions:
-        pi = jnp.exp(jax.random.normal(jax.random.key(seed + 1), (len(params),)))
+        pi = jnp.asarray(np.exp(np.random.default_rng(seed + 1).standard_normal(len(params))))
     star = theory.linear_equilibrium(params, x, y, precisions=pi)
     expected = pclib.energy(params, star, act="linear", precisions=pi)
     got = theory.equilibrated_energy(params, x, y, precisions=pi)
@@ -99,28 +121,25 @@ ORIGIN_WIDTHS = [[3, 4, 2], [5, 3, 4], [3, 4, 4, 2], [4, 3, 5, 3], [3, 2, 3, 4, 
 
 @pytest.mark.parametrize("widths", ORIGIN_WIDTHS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_origin_hessians_match_jax_hessian(widths, seed, net):
-    params, x, y = net(seed, widths, act="linear", bias=False)
+def test_origin_hessians_and_spectra_match_autodiff(widths, seed):
+    """Theorem 2 against the autodiff Hessians of L and F* at the origin: every entry, every eigenvalue, the
+    matrix-free products of theory.origin_hvp, and lambda_min(F*) = -lambda_max(Syy) for two or more hidden layers."""
+    params, x, y = np_problem(seed, widths)
     origin = zeros_like_net(params)
+    HL, HF = both_hessians(origin, x, y)
     HL_th, HF_th = theory.origin_hessians(widths, x, y)
-    assert np.allclose(landscape.hessian(mse, origin, x, y), HL_th, atol=1e-12)
-    assert np.allclose(landscape.hessian(F_star, origin, x, y), HF_th, atol=1e-12)
-
-
-@pytest.mark.parametrize("widths", ORIGIN_WIDTHS)
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_origin_spectra_match_numerical_eigenvalues(widths, seed, net):
-    params, x, y = net(seed, widths, act="linear", bias=False)
-    origin = zeros_like_net(params)
+    assert np.allclose(HL, HL_th, atol=1e-12) and np.allclose(HF, HF_th, atol=1e-12)
+    v = np.random.default_rng(seed).standard_normal(HL.shape[0])
+    hl, hf = theory.origin_hvp(widths, x, y)(v)
+    assert np.allclose(hl, HL @ v, atol=1e-12) and np.allclose(hf, HF @ v, atol=1e-12)
     sL, sF = theory.origin_spectra(widths, x, y)
-    assert np.allclose(landscape.spectrum(mse, origin, x, y), sL, atol=1e-10)
-    assert np.allclose(landscape.spectrum(F_star, origin, x, y), sF, atol=1e-10)
+    eL, eF = np.linalg.eigvalsh(0.5 * (HL + HL.T)), np.linalg.eigvalsh(0.5 * (HF + HF.T))
+    assert np.allclose(eL, sL, atol=1e-10) and np.allclose(eF, sF, atol=1e-10)
     Syy = np.asarray(y.T @ y / y.shape[0])
-    lam_min_F = landscape.spectrum(F_star, origin, x, y)[0]
     if len(widths) >= 4:  # two or more hidden layers: L's Hessian vanishes, F*'s lambda_min = -lambda_max(Syy)
-        assert np.abs(landscape.hessian(mse, origin, x, y)).max() == 0.0
-        assert np.isclose(lam_min_F, -np.linalg.eigvalsh(Syy)[-1], rtol=1e-10)
-    assert lam_min_F < -0.1  # strict
+        assert np.abs(HL).max() == 0.0
+        assert np.isclose(eF[0], -np.linalg.eigvalsh(Syy)[-1], rtol=1e-10)
+    assert eF[0] < -0.1  # strict
 
 
 def test_origin_is_critical_for_both():
@@ -136,14 +155,13 @@ def test_origin_is_critical_for_both():
 
 @pytest.mark.parametrize("widths", [[3, 4, 4, 2], [3, 4, 3, 4, 2], [2, 3, 3, 3, 3, 2]])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_zero_rank_saddles_with_top_layer_zero_are_strict_in_F(widths, seed, net):
-    params, x, y = net(seed, widths, act="linear", bias=False)
+def test_zero_rank_saddles_with_top_layer_zero_are_strict_in_F(widths, seed):
+    params, x, y = np_problem(seed, widths)
     L = len(params)
     for keep in range(L - 1):  # all layers zero except layer `keep` (< L): W_L = 0 and W_{L-1}...W_1 = 0
         p = [layer if i == keep else {"W": jnp.zeros_like(layer["W"])} for i, layer in enumerate(params)]
-        for fn in (mse, F_star):
-            assert np.abs(landscape.flatten(jax.grad(fn)(p, x, y))[0]).max() < 1e-14
-        HL, HF = landscape.hessian(mse, p, x, y), landscape.hessian(F_star, p, x, y)
+        HL, HF, gL, gF = both_hessians(p, x, y, gradients=True)
+        assert max(np.abs(gL).max(), np.abs(gF).max()) < 1e-14
         K = theory.zero_rank_energy_curvature(p, y)
         m = K.shape[0]
         D = HF - HL
@@ -187,7 +205,8 @@ def test_hessians_differ_by_syy_kron_g_on_the_subspace_top_layer_zero(widths, se
     params, x, y = pclib.random_problem(seed, widths, act="linear", bias=False)
     p = params[:-1] + [{"W": jnp.zeros_like(params[-1]["W"])}]
     assert np.isclose(F_star(p, x, y), mse(p, x, y), rtol=1e-12)
-    D = np.asarray(landscape.hessian(F_star, p, x, y) - landscape.hessian(mse, p, x, y))
+    HL, HF = both_hessians(p, x, y)
+    D = HF - HL
     Syy = np.asarray(y.T @ y) / y.shape[0]
     G = np.eye(widths[-2])
     for l in range(1, len(widths) - 2):  # G = I + sum (W_{L-1}...W_l)(W_{L-1}...W_l)^T, from the weights directly
@@ -251,9 +270,9 @@ def _rank_one_saddle(seed, widths, k, n=40):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_rank_one_saddle_non_strict_in_L_strict_in_F(widths, seed):
     params, x, y = _rank_one_saddle(seed, widths, k=0)
-    for fn in (mse, F_star):
-        assert np.abs(landscape.flatten(jax.grad(fn)(params, x, y))[0]).max() < 1e-12
-    eL, eF = landscape.spectrum(mse, params, x, y), landscape.spectrum(F_star, params, x, y)
+    HL, HF, gL, gF = both_hessians(params, x, y, gradients=True)
+    assert max(np.abs(gL).max(), np.abs(gF).max()) < 1e-12
+    eL, eF = np.linalg.eigvalsh(0.5 * (HL + HL.T)), np.linalg.eigvalsh(0.5 * (HF + HF.T))
     assert eL[0] > -1e-10  # L: no negative curvature at all (a non-strict saddle: L is not minimal here)
     assert mse(params, x, y) > 1e-3
     r = y - pclib.predict(params, x, act="linear")
@@ -364,10 +383,18 @@ def test_pc_escapes_the_origin_faster_than_bp(act):
     Y = X @ jnp.asarray(rng.standard_normal((6, 3))) / np.sqrt(6)
     seeds, budget_pc, budget_bp, ratio = [0, 1, 2, 3], 600, 2000, 3
     assert budget_bp >= ratio * budget_pc  # so BP's budget can witness the ratio for every PC time
-    t_pc = [_escape_time(l) for l in _escape_losses("pc", act, X, Y, seeds, budget_pc)]
+    ls_pc = _escape_losses("pc", act, X, Y, seeds, budget_pc)
+    t_pc = [_escape_time(l) for l in ls_pc]
     t_bp = [_escape_time(l) for l in _escape_losses("bp", act, X, Y, seeds, budget_bp)]
     for tp, tb in zip(t_pc, t_bp):
         assert tp < budget_pc and tb >= ratio * tp, (act, t_pc, t_bp)
+    if act != "relu":  # the staircase: PC's loss lingers near the best rank-2 loss (reduced-rank regression)
+        x, y = np.asarray(X), np.asarray(Y)
+        w, V = np.linalg.eigh(x.T @ x / len(x))
+        sig = np.linalg.svd((y.T @ x / len(x)) @ V @ np.diag(w**-0.5) @ V.T, compute_uv=False)
+        L0, L2 = 0.5 * np.trace(y.T @ y / len(y)), 0.5 * (np.trace(y.T @ y / len(y)) - np.sum(sig[:2] ** 2))
+        assert np.isclose(ls_pc[0, 0], L0, rtol=1e-3)  # L at the (nearly zero) start
+        assert all(np.sum(np.abs(l - L2) < 0.02 * L0) >= 20 for l in ls_pc), act
     for s in seeds:
         params = pclib.init_mlp(jax.random.key(s), [6, 8, 8, 8, 3], bias=False, scale=5e-3)
         g_bp = landscape.flatten(pclib.bp_grads(params, X, Y, act=act))[0]
@@ -387,12 +414,18 @@ def test_origin_with_precisions(seed):
 
 
 def test_hessian_matches_flat_jax_hessian_with_biases(net):
-    """The assembled block Hessian follows landscape.flatten's order (W then b, layer by layer)."""
+    """The Hessian follows landscape.flatten's order (W then b, layer by layer); landscape.hessians gives the same
+    Hessian and the flat gradient."""
     params, x, y = net(2, [3, 4, 2], act="tanh")
     fn = lambda p, x, y: pclib.mse_loss(p, x, y, act="tanh")
     flat, unflatten = landscape.flatten(params)
     expected = jax.hessian(lambda w: fn(unflatten(w), x, y))(flat)
     assert np.allclose(landscape.hessian(fn, params, x, y), expected, atol=1e-12)
+    (H,), (g,) = landscape.hessians((fn,), params, x, y, gradients=True)  # the same compiled program
+    assert np.allclose(H, expected, atol=1e-12)
+    assert np.allclose(g, jax.grad(lambda w: fn(unflatten(w), x, y))(flat), atol=1e-12)
+    with pytest.raises(TypeError, match="sequence of functions"):
+        landscape.hessians(fn, params, x, y)
 
 
 # --- Hessians of an actual equilibrium (not the closed form of Theorem 1) ------------------------
@@ -552,6 +585,29 @@ def test_per_layer_gradients_near_the_origin(seed):
     assert pc_norms[-1] > 100 * bp_norms[-1]
 
 
+def test_per_layer_gradients_near_the_origin_tanh_at_equilibrium_and_relu_truncated():
+    """tanh: at a certified equilibrium (Euler, dt 0.5, to max |dF_i/dz| < 1e-10) PC's lower-layer gradients are within a
+    factor 3 of backprop's and its top layer's more than 100 times larger, as after 50 Euler steps of dt 0.1.
+    ReLU: Euler inference (dt 0.5) does not reach max |dF_i/dz| < 1e-10 within 2,000 steps (it stalls at the kinks),
+    and the 50-step top-layer gradient is still more than 100 times backprop's."""
+    X, Y = _teacher_data()
+    for seed in range(3):
+        params = pclib.init_mlp(jax.random.key(seed), [6, 8, 8, 8, 3], bias=False, scale=5e-3)
+        bp_norms = escape.layer_norms(pclib.bp_grads(params, X, Y, act="tanh"))
+        g50 = pclib.pc_grads(params, pclib.infer(params, X, Y, act="tanh", steps=50, dt=0.1).activities, act="tanh")
+        eq = pclib.infer(params, X, Y, act="tanh", tol=1e-10, max_steps=2000, dt=0.5)  # raises if not converged
+        g_eq = pclib.pc_grads(params, eq.activities, act="tanh")
+        for g in (g50, g_eq):
+            norms = escape.layer_norms(g)
+            assert np.all(np.abs(np.log10(norms[:-1] / bp_norms[:-1])) < 0.5), (seed, norms, bp_norms)
+            assert norms[-1] > 100 * bp_norms[-1]
+        relu = pclib.infer(params, X, Y, act="relu", tol=1e-10, max_steps=2000, dt=0.5, check=False)
+        assert not bool(relu.converged) and float(relu.residual) > 1e-8
+        g50 = pclib.pc_grads(params, pclib.infer(params, X, Y, act="relu", steps=50, dt=0.1).activities, act="relu")
+        relu_bp = escape.layer_norms(pclib.bp_grads(params, X, Y, act="relu"))
+        assert escape.layer_norms(g50)[-1] > 100 * relu_bp[-1]
+
+
 def test_escape_estimate_for_the_energy():
     """Full-batch GD on F* from std sigma: the top layer grows by 1 + eta lambda_max(Syy) per step, so F*
     first drops by 10% within a factor 2 of log(1/sigma) / log(1 + eta lambda)."""
@@ -587,8 +643,12 @@ def test_pc_escape_slows_with_depth_and_bp_leads_at_matched_step_length():
 
 
 def test_escape_helpers():
-    upd, _ = escape.normalized_sgd(0.3).update([{"W": jnp.array([[3.0, 4.0]])}], optax.EmptyState())
+    g = [{"W": jnp.array([[3.0, 4.0]])}]
+    opt = escape.normalized_sgd(0.3)
+    upd, _ = opt.update(g, opt.init(g))
     assert np.allclose(upd[0]["W"], [[-0.18, -0.24]])
+    zero, _ = escape.normalize_updates().update([{"W": jnp.zeros((1, 2))}], optax.EmptyState())
+    assert np.all(zero[0]["W"] == 0.0)  # a zero gradient stays zero (no 0/0)
     assert escape.escape_time(np.array([1.0, 0.95, 0.89, 0.5])) == 2
     assert escape.escape_time(np.array([1.0, 0.95, 0.95])) == 2  # never: the budget
     with pytest.raises(ValueError, match="step_length"):
@@ -637,3 +697,68 @@ def test_lanczos_eigenvector_slice_at_the_origin():
         assert np.isclose(F_star(p, x, y), theory.explaining_away_energy(p[-1]["W"], y), rtol=1e-10)
     F0 = float(F_star(origin, x, y))
     assert np.isclose((float(F_star(unflat(flat + 1e-3 * v), x, y)) - F0) / 0.5e-6, lam[0], rtol=1e-4)
+
+
+# --- real MNIST digits (pclib.data "mnist5k", offline) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    ds = pclib.data.get("mnist5k")
+    return (ds.x_train - 0.1307) / 0.3081, ds.y_train  # the paper's normalisation, one-hot targets
+
+
+@pytest.mark.parametrize("widths", [[784, 10, 10], [784, 10, 10, 10]])
+def test_mnist_origin_hessians_by_products_and_lanczos(widths, mnist):
+    """Theorem 2 on 256 real MNIST digits at the paper's widths, without a dense Hessian: autodiff Hessian-vector
+    products of L and F* at the origin equal theory.origin_hvp's on random vectors, and Lanczos finds the smallest
+    eigenvalue of theory.origin_spectra."""
+    x, y = jnp.asarray(mnist[0][:256], jnp.float64), jnp.asarray(mnist[1][:256], jnp.float64)
+    origin = [{"W": jnp.zeros((b, a))} for a, b in zip(widths[:-1], widths[1:])]
+    theorem = theory.origin_hvp(widths, x, y)
+    hv = [landscape.hvp(fn, origin, x, y) for fn in (mse, F_star)]
+    for v in np.random.default_rng(0).standard_normal((2, sum(a * b for a, b in zip(widths[:-1], widths[1:])))):
+        for h, t in zip(hv, theorem(v)):
+            assert np.linalg.norm(np.asarray(h(v)) - t) < 1e-10 * np.linalg.norm(v)
+    sL, sF = theory.origin_spectra(widths, x, y)
+    lam = landscape.extreme_eigenvalues(F_star, origin, x, y, k=1, which="SA")[0]
+    assert np.isclose(lam, sF[0], rtol=1e-8) and sF[0] < -0.05
+    if len(widths) >= 4:  # the class frequencies: Syy is diagonal for one-hot targets
+        assert np.isclose(sF[0], -np.asarray(y).mean(0).max(), rtol=1e-10) and np.all(sL == 0)
+
+
+def test_mnist_matched_step_length_escape(mnist):
+    """Four hidden layers of width 16 on 4,000 real MNIST digits, normalised SGD (step lengths 0.02 and 0.1), three
+    seeds, 300 minibatches of 64, float32; PC at converged inference (the gradient of F*), BP on L; L on 256 digits.
+    At 0.1 every PC run gets L below 80% of its start and no BP run does; at 0.02 no run of either does, while PC's
+    F* falls below 40% of its start (the explaining-away valley); at the better of the two lengths PC ends lower."""
+    x, y = jnp.asarray(mnist[0], jnp.float32), jnp.asarray(mnist[1], jnp.float32)
+    xe, ye, iters, seeds, lrs = x[:256], y[:256], 300, (0, 1, 2), (0.02, 0.1)
+    widths = [784, 16, 16, 16, 16, 10]
+    idx = jnp.asarray(np.stack([[np.random.default_rng([s, t]).choice(x.shape[0], 64, replace=False)
+                                 for t in range(iters)] for s in seeds]))
+    p0 = [pclib.init_mlp(jax.random.key(s), widths, bias=False, scale=5e-3) for s in seeds]
+    p0 = jax.tree_util.tree_map(lambda *a: jnp.stack(a).astype(jnp.float32), *p0)
+
+    def runs(fn):
+        def one(lr, p, idx_s):
+            opt = optax.chain(escape.normalize_updates(), optax.sgd(lr))
+
+            def body(carry, i):
+                p, st = carry
+                u, st = opt.update(jax.grad(fn)(p, x[i], y[i]), st, p)
+                p = optax.apply_updates(p, u)
+                return (p, st), mse(p, xe, ye)
+
+            (last, _), ls = jax.lax.scan(body, (p, opt.init(p)), idx_s)
+            return jnp.concatenate([mse(p, xe, ye)[None], ls]), F_star(last, xe, ye) / F_star(p, xe, ye)
+
+        f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, None, None)))
+        return (np.asarray(a) for a in f(jnp.asarray(lrs, jnp.float32), p0, idx))
+
+    (L_pc, F_ratio), (L_bp, _) = runs(F_star), runs(mse)
+    t80 = lambda ls: np.array([[escape.escape_time(l, frac=0.8) for l in row] for row in ls])  # noqa: E731
+    assert np.all(t80(L_pc)[1] < iters) and np.all(t80(L_bp) == iters) and np.all(t80(L_pc)[0] == iters)
+    assert np.all(F_ratio[0] < 0.4)
+    best_pc, best_bp = L_pc[:, :, -1].mean(1).argmin(), L_bp[:, :, -1].mean(1).argmin()
+    assert np.all(L_pc[best_pc, :, -1] < 0.9 * L_bp[best_bp, :, -1])
