@@ -56,7 +56,7 @@ def pc_grads(
     """
     check_params(params)
     _check_activities(params, activities)
-    pi = precision_argument(precisions, len(params))
+    pi = precision_argument(precisions, params)
     fn = _pc_grads_jit if static_options(act, out_act) else _pc_grads
     return fn(params, list(activities), pi, act=act, out_act=out_act)
 

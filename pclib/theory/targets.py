@@ -17,7 +17,6 @@ from ..model import (
 )
 from .linear import _bias
 from .precisions import ratio_precisions
-from .util import angle, relative_error
 
 
 def backprop_errors(
@@ -66,6 +65,7 @@ def tp_targets(
     out_act: Activation = "linear",
     pinv: bool = False,
     lowest: int = 0,
+    feedforward: Sequence[Array] | None = None,
 ) -> list[Array]:
     r"""Exact target-propagation targets: invert the network layer by layer, from the output down.
 
@@ -80,6 +80,12 @@ def tp_targets(
     only approximate inverses. ``lowest`` stops the recursion at layer ``lowest``: with the input
     clamped only the hidden targets matter (``lowest=1``), and $t_0$ may not exist even when they do
     (a hidden target outside tanh's range).
+
+    ``feedforward`` (the activities of :func:`pclib.forward`) gives *difference* targets
+    (Lee et al. 2015) instead, which invert only the change asked of each layer:
+    $t_{l-1} = \hat z_{l-1} + W_l^{+}\big(f_l^{-1}(t_l) - W_l\hat z_{l-1} - b_l\big)$. For square invertible
+    $W_l$, or tall ones with ``pinv`` (full column rank), they equal the targets above; for wide $W_l$ they
+    keep the part of $\hat z_{l-1}$ in the null space of $W_l$, which the minimum-norm target drops.
 
     Returns
     -------
@@ -114,8 +120,11 @@ def tp_targets(
                 )
         W = layer["W"]
         a = inv(t) - _bias(layer, W.dtype)
+        if feedforward is not None:  # invert only the change: a - W z_ff, added to z_ff below
+            a = a - feedforward[l - 1] @ W.T
+        base = 0.0 if feedforward is None else feedforward[l - 1]
         if pinv:
-            ts.insert(0, a @ jnp.linalg.pinv(W).T)
+            ts.insert(0, base + a @ jnp.linalg.pinv(W).T)
             continue
         if W.shape[0] != W.shape[1]:
             raise ValueError(
@@ -128,7 +137,7 @@ def tp_targets(
                 f"W_{l} is singular (condition number {cond:.3g}), so the target of layer {l - 1} is not unique; "
                 f"pass pinv=True for the minimum-norm target"
             )
-        ts.insert(0, jnp.linalg.solve(W, a.T).T)
+        ts.insert(0, base + jnp.linalg.solve(W, a.T).T)
     return [None] * lowest + ts
 
 
@@ -143,6 +152,7 @@ def interpolation_sweep(
     scheme: str = "geometric",
     steps: int | None = None,
     pinv: bool = False,
+    difference: bool = False,
     tol: float | str | None = "auto",
     max_steps: int | None = None,
     method: str = "newton",
@@ -161,8 +171,10 @@ def interpolation_sweep(
       and backprop's $\delta_l$ (:func:`backprop_errors` at the feedforward pass);
     * ``angle_tp``: the angle between the move $z^* - \hat z$ and the move that TP asks for, $t - \hat z$.
 
-    ``pinv`` is passed to :func:`tp_targets` (for non-square weights). Returns a dict of NumPy
-    arrays of shape ``(len(ratios),)`` plus ``"ratios"``, and, to certify every point,
+    ``pinv`` is passed to :func:`tp_targets` (for non-square weights); ``difference=True`` measures against
+    the difference targets instead (``tp_targets(..., feedforward=...)``). Returns a dict of NumPy
+    arrays of shape ``(len(ratios),)`` plus ``"ratios"``, the same four measures for each hidden layer on its own
+    (``"angle_bp_layers"`` etc., shape ``(len(ratios), L - 1)``, layer 1 first), and, to certify every point,
     ``"residual"`` (:func:`equilibrium_residual` at each equilibrium, computed afresh by ``jax.grad``)
     and ``"tol"`` (the tolerance each point was solved to; for linear networks, solved in closed form,
     the tolerance ``"auto"`` would have used). With ``tol=None`` the points are ``max_steps``
@@ -172,10 +184,11 @@ def interpolation_sweep(
     if L < 2:
         raise ValueError("the interpolation needs at least one hidden layer (two weight layers)")
     ff = forward(params, x, act=act, out_act=out_act)
-    ts = tp_targets(params, y, act=act, out_act=out_act, lowest=1, pinv=pinv)
+    ts = tp_targets(params, y, act=act, out_act=out_act, lowest=1, pinv=pinv, feedforward=ff if difference else None)
     delta = backprop_errors(params, ff, y - ff[-1], act=act, out_act=out_act)
     hid = slice(1, L)
     out = {k: [] for k in ("dist_ff", "dist_tp", "angle_bp", "angle_tp", "residual", "tol")}
+    out.update({k + "_layers": [] for k in MEASURES})
     init: Any = "ffwd"
     for r in ratios:
         pi = ratio_precisions(r, L, scheme=scheme)
@@ -187,13 +200,81 @@ def interpolation_sweep(
         init = zs
         out["residual"].append(equilibrium_residual(params, zs, act=act, out_act=out_act, precisions=pi))
         eps = errors(params, zs, act=act, out_act=out_act)
-        out["dist_ff"].append(relative_error(zs[hid], ff[hid]))
-        out["dist_tp"].append(relative_error(zs[hid], ts[hid]))
-        out["angle_bp"].append(angle([p * e for p, e in zip(pi[:-1], eps[:-1])], delta[:-1]))
-        out["angle_tp"].append(angle([z - f for z, f in zip(zs[hid], ff[hid])], [t - f for t, f in zip(ts[hid], ff[hid])]))
-    res = {k: np.asarray([float(v) for v in vs]) for k, vs in out.items()}
+        layers = [tuple(np.asarray(v) for v in vs) for vs in
+                  zip(zs[hid], ff[hid], ts[hid], [p * e for p, e in zip(pi[:-1], eps[:-1])], delta[:-1])]
+        for key, value in _measures(layers).items():
+            out[key].append(value)
+        for key, value in zip(MEASURES, zip(*[_measures([layer]).values() for layer in layers])):
+            out[key + "_layers"].append(value)
+    res = {k: np.asarray(vs, dtype=float) for k, vs in out.items()}
     res["ratios"] = np.asarray(ratios, dtype=float)
     return res
+
+
+MEASURES = ("dist_ff", "dist_tp", "angle_bp", "angle_tp")
+
+
+def _measures(layers) -> dict[str, float]:
+    """The four measures of :func:`interpolation_sweep` over the layers listed, each a tuple of NumPy arrays
+    ``(z, feedforward, target, pi * error, delta)`` (computed on the host: these are small)."""
+    def norm(vs):
+        return np.sqrt(sum(float(np.sum(v * v)) for v in vs))
+
+    def angle_np(us, vs):
+        c = sum(float(np.sum(u * v)) for u, v in zip(us, vs)) / (norm(us) * norm(vs))
+        return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+    z, f, t, w, d = (list(v) for v in zip(*layers))
+    return {"dist_ff": norm([a - b for a, b in zip(z, f)]) / norm(f), "dist_tp": norm([a - b for a, b in zip(z, t)]) / norm(t),
+            "angle_bp": angle_np(w, d), "angle_tp": angle_np([a - b for a, b in zip(z, f)], [a - b for a, b in zip(t, f)])}
+
+
+def interpolation_course(
+    params: Params,
+    trajectory: Sequence[Array],
+    *,
+    act: Activation = "tanh",
+    out_act: Activation = "linear",
+    precisions: Any = None,
+    pinv: bool = False,
+    every: int = 1,
+) -> dict[str, Any]:
+    r"""The four measures of :func:`interpolation_sweep` *during* inference, at every ``every``-th step of a
+    recorded run (``pclib.infer(..., record=True)`` with both ends clamped, from the feedforward pass).
+
+    At step 0 the activities are the feedforward pass: the move and the hidden errors are zero there, so
+    both angles are NaN. Returns a dict of NumPy arrays of shape ``(len(steps),)`` plus ``"steps"``.
+    """
+    L = len(params)
+    traj = [np.asarray(z[::every]) for z in trajectory]
+    x, y = jnp.asarray(traj[0][0]), jnp.asarray(traj[-1][0])
+    ff = [np.asarray(z) for z in forward(params, x, act=act, out_act=out_act)]
+    ts = [None if t is None else np.asarray(t) for t in tp_targets(params, y, act=act, out_act=out_act, lowest=1, pinv=pinv)]
+    delta = [np.asarray(d) for d in backprop_errors(params, [jnp.asarray(f) for f in ff], y - ff[-1], act=act,
+                                                      out_act=out_act)[:-1]]
+    pi = np.asarray(ratio_precisions(1.0, L) if precisions is None else precisions, dtype=float)
+    eps = jax.vmap(lambda *zs: errors(params, list(zs), act=act, out_act=out_act))(*[jnp.asarray(z) for z in traj])
+    weighted = [p * np.asarray(e) for p, e in zip(pi[:-1], eps[:-1])]
+
+    def norm(vs):  # |v| per step, over samples and hidden layers
+        return np.sqrt(sum(np.sum(v.reshape(v.shape[0], -1) ** 2, axis=1) for v in vs))
+
+    def cos(us, vs):
+        dot = sum(np.sum((u * v).reshape(u.shape[0], -1), axis=1) for u, v in zip(us, vs))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.clip(dot / (norm(us) * norm(vs)), -1.0, 1.0)
+
+    T = traj[0].shape[0]
+    move = [traj[l] - ff[l] for l in range(1, L)]
+    tp_move = [np.broadcast_to(ts[l] - ff[l], traj[l].shape) for l in range(1, L)]
+    out = {
+        "dist_ff": norm(move) / norm([f[None] for f in ff[1:L]]),
+        "dist_tp": norm([traj[l] - ts[l] for l in range(1, L)]) / norm([t[None] for t in ts[1:L]]),
+        "angle_bp": np.degrees(np.arccos(cos(weighted, [np.broadcast_to(d, w.shape) for d, w in zip(delta, weighted)]))),
+        "angle_tp": np.degrees(np.arccos(cos(move, tp_move))),
+    }
+    out["steps"] = np.arange(T) * every
+    return out
 
 
 def equilibrium_residual(
@@ -217,7 +298,7 @@ def equilibrium_residual(
     if not free:
         return 0.0
     check_params(params)
-    pi = precision_argument(precisions, L)
+    pi = precision_argument(precisions, params)
     fn = _equilibrium_residual_jit if static_options(act, out_act) else _equilibrium_residual
     return float(fn(params, [jnp.asarray(z) for z in activities], pi, act=act, out_act=out_act, free=free))
 
