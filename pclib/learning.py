@@ -51,8 +51,8 @@ def pc_grads(
     r"""$\partial \mathcal F / \partial \theta$ at the given activities (same pytree as ``params``).
 
     Compiled once per shape and activation; the checks run before, outside the compiled code, and
-    ``precisions`` is an argument (new precisions do not recompile). Works under an outer
-    ``jit``, ``vmap`` or ``grad``.
+    ``precisions`` is an argument (new precisions do not recompile): scalars, or matrix precisions as in
+    :func:`pclib.infer`. Works under an outer ``jit``, ``vmap`` or ``grad``.
     """
     check_params(params)
     _check_activities(params, activities)

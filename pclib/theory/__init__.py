@@ -5,8 +5,9 @@ One module per concept:
 
 * :mod:`~pclib.theory.linear`: linear PCNs in closed form (activity Hessian, equilibrium, one
   layer's exact flow, equilibrated energy and its covariance $S$);
-* :mod:`~pclib.theory.targets`: backprop errors, target-propagation targets and the interpolation
-  between them;
+* :mod:`~pclib.theory.targets`: backprop errors and target-propagation targets;
+* :mod:`~pclib.theory.interpolation`: where the equilibrium sits between them, over precision ratios and during
+  inference;
 * :mod:`~pclib.theory.precisions`: precision schemes and generalised energies;
 * :mod:`~pclib.theory.descent`: how inference moves the loss (marginal condition, energy gradient bound);
 * :mod:`~pclib.theory.trust_region`: the Fisher information of the activities and the trust-region view;
@@ -42,9 +43,9 @@ from .precisions import RATIO_SCHEMES, generalised_energy, lambda_precisions, ra
 from .saddles import (
     explaining_away_energy, joint_hessian_schur, origin_hessians, origin_spectra, zero_rank_energy_curvature,
 )
+from .interpolation import interpolation_course, interpolation_sweep
 from .targets import (
-    backprop_errors, equilibrium_residual, interpolation_course, interpolation_sweep, random_invertible_problem, sample_activity_hessians,
-    tp_targets,
+    backprop_errors, equilibrium_residual, random_invertible_problem, sample_activity_hessians, tp_targets,
 )
 from .toy import (
     energy_grid, escape_steps, gd_path, gradient_grid, grid_2d, loss_grid, toy_energy_after, toy_equilibrated_energy,
