@@ -5,7 +5,9 @@ Conventions (stated once in the book's chapter 1). For a batch of $N$ samples,
 $$\mathcal F = \frac1N \sum_{i=1}^N \sum_{l=1}^L \frac{\pi_l}{2} \lVert \varepsilon_{l,i} \rVert^2,
 \qquad \varepsilon_l = z_l - f_l(W_l z_{l-1} + b_l),$$
 
-with scalar precisions $\pi_l$ (default 1), and
+with scalar precisions $\pi_l$ (default 1), or, more generally, matrix precisions: $\Pi_l$ symmetric positive
+definite, $(d_l, d_l)$, and the term $\frac12\varepsilon_{l,i}^\top\Pi_l\varepsilon_{l,i}$ (Millidge et al. 2022,
+Sec. 3.2; $\pi_l$ is the case $\Pi_l = \pi_l I$), and
 
 $$\mathcal L = \frac1N \sum_{i=1}^N \frac12 \lVert y_i - \hat y_i \rVert^2 .$$
 
@@ -21,14 +23,14 @@ from $z_{L-1}$; at the feedforward pass it equals the backprop loss.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .model import (
-    Activation, Array, Params, check_data, check_params, layer_activations, preactivation, static_options,
+    Activation, Array, Params, check_data, check_params, layer_activations, preactivation, static_options, widths_of,
 )
 
 _STATIC = ("act", "out_act")
@@ -46,29 +48,133 @@ def _check_activities(params: Params, activities: Sequence[Array]) -> None:
             raise ValueError(f"activities[{l}] must have shape (N, {d}); got {tuple(jnp.shape(z))}")
 
 
-def precision_argument(precisions: Any, n_layers: int) -> Any:
-    """Precisions as an argument of a compiled function: ``None`` stays ``None`` (all ones), anything
-    else becomes an array of shape ``(L,)``, checked here, outside the compiled code."""
+_SCALAR_SHAPE_HELP = "one scalar per layer, shape ({L},), or a list of {L} entries, each a scalar or a (d_l, d_l) matrix"
+
+
+def is_matrix_form(precisions: Any) -> bool:
+    """Whether ``precisions`` is a list (or tuple) of per-layer precisions with at least one matrix entry;
+    such precisions take the matrix code path, every other form the scalar one."""
+    return isinstance(precisions, (list, tuple)) and any(jnp.ndim(p) == 2 for p in precisions)
+
+
+def _symmetry_tol(P: np.ndarray, dtype: Any) -> float:
+    eps = np.finfo(dtype).eps if np.issubdtype(dtype, np.floating) else np.finfo(np.float64).eps
+    return float(np.sqrt(eps)) * max(1.0, float(np.max(np.abs(P))))
+
+
+def precision_matrices(precisions: Sequence[Any], widths: Sequence[int]) -> tuple[Array, ...]:
+    r"""Validate matrix-form precisions and return them as one $(d_l, d_l)$ matrix per layer $l = 1..L$.
+
+    ``precisions`` lists one entry per weight layer, each a scalar $\pi_l$ (taken as $\pi_l I$) or a
+    matrix $\Pi_l$ of shape ``(d_l, d_l)``, ``widths = [d_0, ..., d_L]``. A matrix must be symmetric (up to
+    $\sqrt{\epsilon}$ of its largest entry; it is then symmetrised) and positive definite, as the inverse of a
+    covariance is. The value checks run only on concrete values (outside ``jit``).
+
+    Raises
+    ------
+    ValueError
+        For a wrong number of entries, a wrong shape, a non-symmetric or a non-positive-definite matrix,
+        naming the layer and the fix.
+    """
+    L = len(widths) - 1
+    if len(precisions) != L:
+        raise ValueError(
+            f"precisions must list one entry per weight layer ({L} for a {L}-layer network), each a scalar or a "
+            f"(d_l, d_l) symmetric positive definite matrix; got {len(precisions)} entries"
+        )
+    out = []
+    for i, (p, d) in enumerate(zip(precisions, widths[1:])):
+        l = i + 1
+        if jnp.ndim(p) == 0:
+            out.append(jnp.asarray(p) * jnp.eye(d, dtype=jnp.result_type(p, float)))
+            continue
+        if jnp.shape(p) != (d, d):
+            raise ValueError(
+                f"precisions[{i}] (layer {l}, width {d}) must be a scalar or a ({d}, {d}) matrix, one row and "
+                f"column per unit of layer {l}; got shape {tuple(jnp.shape(p))}"
+            )
+        p = p if isinstance(p, jax.Array) else jnp.asarray(p)
+        if not isinstance(p, jax.core.Tracer):
+            P = np.asarray(p, dtype=np.float64)
+            if not np.all(np.isfinite(P)):
+                raise ValueError(f"precisions[{i}] (layer {l}) has NaN or inf entries")
+            asym = float(np.max(np.abs(P - P.T)))
+            if asym > _symmetry_tol(P, np.dtype(p.dtype)):
+                raise ValueError(
+                    f"precisions[{i}] (layer {l}) is not symmetric: max |P - P^T| = {asym:.3g}. A precision matrix "
+                    f"is the inverse of a covariance, which is symmetric: pass (P + P.T) / 2"
+                )
+            lam = float(np.linalg.eigvalsh(0.5 * (P + P.T))[0])
+            if not lam > 0:
+                raise ValueError(
+                    f"precisions[{i}] (layer {l}) is not positive definite: its smallest eigenvalue is {lam:.3g}. "
+                    f"Pass the inverse of a positive definite covariance, or add a multiple of the identity "
+                    f"(P + c I with c > {-lam:.3g})"
+                )
+        out.append(0.5 * (p + p.T))
+    return tuple(out)
+
+
+def precision_argument(precisions: Any, params: Params) -> Any:
+    """Precisions as an argument of a compiled function: ``None`` stays ``None`` (all ones), matrix-form
+    precisions become a tuple of ``(d_l, d_l)`` matrices (:func:`precision_matrices`), anything else an
+    array of shape ``(L,)``, all checked here, outside the compiled code."""
     if precisions is None:
         return None
+    n_layers = len(params)
+    if is_matrix_form(precisions):
+        return precision_matrices(precisions, widths_of(params))
     p = precisions if isinstance(precisions, jax.Array) else jnp.asarray(precisions)
     if np.shape(p) != (n_layers,):
         raise ValueError(
-            f"precisions must hold one scalar per layer, shape ({n_layers},); got shape {np.shape(p)}"
+            f"precisions must hold {_SCALAR_SHAPE_HELP.format(L=n_layers)}; got shape {np.shape(p)}"
         )
     return p
 
 
 def as_precisions(precisions: Any, n_layers: int, dtype: Any = None) -> Array:
-    """Precisions as an array of shape ``(L,)``; ``None`` means all ones."""
+    """Scalar precisions as an array of shape ``(L,)``; ``None`` means all ones.
+
+    For the functions that take only scalar precisions: matrix-form precisions raise a ``ValueError``.
+    """
     if precisions is None:
         return jnp.ones((n_layers,), dtype)
+    if is_matrix_form(precisions):
+        raise ValueError(
+            "this function takes scalar precisions only, one per layer, shape "
+            f"({n_layers},); matrix precisions work in pclib.energy, pclib.infer, pclib.pc_grads, "
+            "pclib.theory.equilibrium and the closed forms of pclib.theory.linear"
+        )
     p = jnp.asarray(precisions, dtype)
     if p.shape != (n_layers,):
         raise ValueError(
             f"precisions must hold one scalar per layer, shape ({n_layers},); got shape {p.shape}"
         )
     return p
+
+
+def layer_precisions(precisions: Any, n_layers: int, dtype: Any = None) -> Union[Array, tuple]:
+    """Inside compiled code: already-checked precisions as ``(L,)`` scalars (:func:`as_precisions`) or,
+    in matrix form, a tuple of ``(d_l, d_l)`` matrices in ``dtype``."""
+    if is_matrix_form(precisions):
+        return tuple(jnp.asarray(p, dtype) for p in precisions)
+    return as_precisions(precisions, n_layers, dtype)
+
+
+def precision_scales(precisions: Any) -> list[float]:
+    r"""The size of each layer's precision: $\pi_l$, or the largest eigenvalue of $\Pi_l$ (concrete values)."""
+    if is_matrix_form(precisions):
+        return [float(np.max(np.linalg.eigvalsh(np.atleast_2d(np.asarray(p, np.float64))))) if jnp.ndim(p) == 2
+                else float(p) for p in precisions]
+    return [float(v) for v in np.asarray(precisions, dtype=np.float64).reshape(-1)]
+
+
+def weighted_square(e: Array, p: Array) -> Array:
+    r"""Each sample's $\frac12 \varepsilon_i^\top \Pi \varepsilon_i$ for errors ``e`` of shape ``(N, d)``: shape ``(N,)``.
+    ``p`` is a scalar $\pi$ ($\Pi = \pi I$) or a symmetric ``(d, d)`` matrix."""
+    if jnp.ndim(p) == 2:
+        return 0.5 * jnp.sum((e @ p) * e, axis=1)
+    return 0.5 * p * jnp.sum(e**2, axis=1)
 
 
 def predictions(
@@ -110,6 +216,10 @@ def sample_layer_energies(
 ) -> Array:
     r"""Every sample's energy in every layer, $\frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$: shape ``(N, L)``.
 
+    ``precisions``: ``None`` (all ones), one scalar per layer (shape ``(L,)``), or a list with one entry per
+    layer, each a scalar or a symmetric positive definite ``(d_l, d_l)`` matrix $\Pi_l$; a matrix makes the
+    term $\frac12\varepsilon_{l,i}^\top\Pi_l\varepsilon_{l,i}$ (:func:`precision_matrices` checks it).
+
     :func:`layer_energies` averages it over samples and :func:`sample_energies` sums it over layers.
     """
     check_params(params)
@@ -119,6 +229,9 @@ def sample_layer_energies(
 
 def _sample_layer_energies(params, activities, *, act, out_act, precisions):
     eps = _errors(params, activities, act=act, out_act=out_act)
+    if is_matrix_form(precisions):
+        Ps = precision_matrices(precisions, widths_of(params))
+        return jnp.stack([weighted_square(e, P.astype(e.dtype)) for e, P in zip(eps, Ps)], axis=1)
     pi = as_precisions(precisions, len(params), eps[0].dtype)
     return 0.5 * pi * jnp.stack([jnp.sum(e**2, axis=1) for e in eps], axis=1)
 
@@ -176,7 +289,7 @@ def energy(
     """
     check_params(params)
     _check_activities(params, activities)
-    pi = precision_argument(precisions, len(params))
+    pi = precision_argument(precisions, params)
     fn = _energy_jit if static_options(act, out_act) else _energy
     return fn(params, list(activities), pi, act=act, out_act=out_act)
 

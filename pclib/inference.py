@@ -6,6 +6,8 @@ $$z_{l,i} \leftarrow z_{l,i} - \mathrm{d}t\, \frac{\partial F_i}{\partial z_{l,i
 = z_{l,i} - \mathrm{d}t\,\Big(\pi_l \varepsilon_{l,i}
  - \pi_{l+1} J_{l+1,i}^\top \varepsilon_{l+1,i}\Big),$$
 
+($\Pi_l\varepsilon_{l,i} - J_{l+1,i}^\top\Pi_{l+1}\varepsilon_{l+1,i}$ with matrix precisions)
+
 with $J_{l+1} = \partial \mu_{l+1} / \partial z_l$ the Jacobian of the prediction of the
 layer above. This is the forward-Euler discretisation of Millidge et al. (2022), Eq. 1.
 Because each sample follows its own energy, the dynamics do not depend on the batch size.
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import solvers
-from .energy import as_precisions, sample_energies
+from .energy import _SCALAR_SHAPE_HELP, is_matrix_form, layer_precisions, precision_matrices, sample_energies, weighted_square
 from .model import (
     Activation, Array, Params, check_data, check_params, forward, layer_activations, normal, preactivation, split_keys,
     widths_of,
@@ -162,11 +164,13 @@ def _energies_of_free(params, zs, pi, *, act, out_act, free):
             out[i] = z
         return out
 
+    matrices = isinstance(pi, tuple)  # matrix precisions (a separate program; the scalar one is unchanged)
+
     def total(free_z):
         z = full(free_z)
         if mu1 is None:
             return jnp.sum(sample_energies(params, z, act=act, out_act=out_act, precisions=pi))
-        e1 = 0.5 * pi[0] * jnp.sum((z[1] - mu1) ** 2)
+        e1 = jnp.sum(weighted_square(z[1] - mu1, pi[0])) if matrices else 0.5 * pi[0] * jnp.sum((z[1] - mu1) ** 2)
         if len(params) == 1:
             return e1
         return e1 + jnp.sum(sample_energies(params[1:], z[1:], act=act, out_act=out_act, precisions=pi[1:]))
@@ -175,7 +179,7 @@ def _energies_of_free(params, zs, pi, *, act, out_act, free):
         z = full(free_z)
         if mu1 is None:
             return sample_energies(params, z, act=act, out_act=out_act, precisions=pi)
-        e1 = 0.5 * pi[0] * jnp.sum((z[1] - mu1) ** 2, axis=1)
+        e1 = weighted_square(z[1] - mu1, pi[0]) if matrices else 0.5 * pi[0] * jnp.sum((z[1] - mu1) ** 2, axis=1)
         if len(params) == 1:
             return e1
         return e1 + sample_energies(params[1:], z[1:], act=act, out_act=out_act, precisions=pi[1:])
@@ -184,15 +188,24 @@ def _energies_of_free(params, zs, pi, *, act, out_act, free):
 
     def diagonal(free_z):
         r"""The Gauss-Newton diagonal $\pi_l + \pi_{l+1} (f'_{l+1}(a_{l+1})^2)^\top W_{l+1}^{\odot 2}$ of each free unit
-        (for CG's Jacobi preconditioner)."""
+        (for CG's Jacobi preconditioner). With matrix precisions it is the diagonal of
+        $\Pi_l + J_{l+1}^\top\Pi_{l+1}J_{l+1}$, $J_{l+1} = \operatorname{diag}(f'_{l+1})W_{l+1}$: positive, since
+        $\Pi_l \succ 0$ has a positive diagonal and $J^\top\Pi J \succeq 0$ a non-negative one."""
         z = full(free_z)
         out = []
         for l in free:
-            d = jnp.zeros_like(z[l]) + (pi[l - 1] if l >= 1 else 0.0)
+            if matrices:
+                d = jnp.zeros_like(z[l]) + (jnp.diagonal(pi[l - 1]) if l >= 1 else 0.0)
+            else:
+                d = jnp.zeros_like(z[l]) + (pi[l - 1] if l >= 1 else 0.0)
             if l < len(params):
                 a = preactivation(params[l], z[l])
                 fp = jax.jvp(fs[l], (a,), (jnp.ones_like(a),))[1]
-                d = d + pi[l] * (fp**2) @ (params[l]["W"] ** 2)
+                if matrices:  # diag(J_i^T P J_i) for every sample i, J_i = diag(fp_i) W
+                    J = fp[:, :, None] * params[l]["W"]
+                    d = d + jnp.einsum("njk,jm,nmk->nk", J, pi[l], J)
+                else:
+                    d = d + pi[l] * (fp**2) @ (params[l]["W"] ** 2)
             out.append(jnp.maximum(d, jnp.finfo(d.dtype).tiny ** 0.5))
         return out
 
@@ -209,7 +222,7 @@ def _run(params, x, y, warm, key, dt, precisions, tol, *, act, out_act, init, cl
     if clamp_input:
         zs[0] = x
     dtype = zs[0].dtype
-    pi = as_precisions(precisions, len(params), dtype)
+    pi = layer_precisions(precisions, len(params), dtype)
     dt = jnp.asarray(dt, dtype)
     tol = jnp.asarray(tol, dtype)
     total, per_sample, diagonal = _energies_of_free(params, zs, pi, act=act, out_act=out_act, free=free)
@@ -338,7 +351,10 @@ def infer(
         ``[z_0, ..., z_L]`` or a previous :class:`Inference` (a warm start; shapes must fit the network
         and batch, else :class:`WarmStartError`).
     clamp_input : ``False`` lets the input layer move too (input-unclamped PC, Millidge et al. Thm 3.3).
-    precisions : one scalar $\pi_l$ per layer, or ``None`` for all ones.
+    precisions : one scalar $\pi_l$ per layer, ``None`` for all ones, or a list with one entry per layer, each a
+        scalar or a symmetric positive definite ``(d_l, d_l)`` matrix $\Pi_l$ (the energy's term is then
+        $\frac12\varepsilon_l^\top\Pi_l\varepsilon_l$ and the force $\Pi_l\varepsilon_l - J_{l+1}^\top\Pi_{l+1}\varepsilon_{l+1}$;
+        matrices compile a separate program).
     key : PRNG key for ``init="normal"``.
     record : also return the whole trajectory (fixed-step Euler only).
     check : raise :class:`InferenceDivergedError` if the energy becomes NaN/inf or grows and, with
@@ -405,9 +421,11 @@ def infer(
         warm, init, key = initial_activities(params, x, y, act=act, out_act=out_act, init="normal", key=key), None, None
     if init != "normal":
         key = None  # only a random start reads the key: without it, every key shares one compiled program
-    if precisions is not None and np.shape(precisions) != (len(params),):
+    if is_matrix_form(precisions):
+        precisions = precision_matrices(precisions, widths_of(params))
+    elif precisions is not None and np.shape(precisions) != (len(params),):
         raise ValueError(
-            f"precisions must hold one scalar per layer, shape ({len(params)},); got shape {np.shape(precisions)}"
+            f"precisions must hold {_SCALAR_SHAPE_HELP.format(L=len(params))}; got shape {np.shape(precisions)}"
         )
     free = free_layers(len(params), clamp_input=clamp_input, clamp_output=y is not None)
     out, energies, trajectory, residual, taken, converged, inner = _run(

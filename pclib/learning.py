@@ -51,12 +51,12 @@ def pc_grads(
     r"""$\partial \mathcal F / \partial \theta$ at the given activities (same pytree as ``params``).
 
     Compiled once per shape and activation; the checks run before, outside the compiled code, and
-    ``precisions`` is an argument (new precisions do not recompile). Works under an outer
-    ``jit``, ``vmap`` or ``grad``.
+    ``precisions`` is an argument (new precisions do not recompile): scalars, or matrix precisions as in
+    :func:`pclib.infer`. Works under an outer ``jit``, ``vmap`` or ``grad``.
     """
     check_params(params)
     _check_activities(params, activities)
-    pi = precision_argument(precisions, len(params))
+    pi = precision_argument(precisions, params)
     fn = _pc_grads_jit if static_options(act, out_act) else _pc_grads
     return fn(params, list(activities), pi, act=act, out_act=out_act)
 

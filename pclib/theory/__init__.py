@@ -5,8 +5,9 @@ One module per concept:
 
 * :mod:`~pclib.theory.linear`: linear PCNs in closed form (activity Hessian, equilibrium, one
   layer's exact flow, equilibrated energy and its covariance $S$);
-* :mod:`~pclib.theory.targets`: backprop errors, target-propagation targets and the interpolation
-  between them;
+* :mod:`~pclib.theory.targets`: backprop errors and target-propagation targets;
+* :mod:`~pclib.theory.interpolation`: where the equilibrium sits between them, over precision ratios and during
+  inference;
 * :mod:`~pclib.theory.precisions`: precision schemes and generalised energies;
 * :mod:`~pclib.theory.descent`: how inference moves the loss (marginal condition, energy gradient bound);
 * :mod:`~pclib.theory.trust_region`: the Fisher information of the activities and the trust-region view;
@@ -20,7 +21,8 @@ One module per concept:
 * :mod:`~pclib.theory.examples`: small hand-built networks.
 
 Every public name is importable as ``pclib.theory.<name>``. The inference variants
-:func:`~pclib.equilibria.equilibrium` and :func:`~pclib.equilibria.generalised_infer` live in
+:func:`~pclib.equilibria.equilibrium`, :func:`~pclib.equilibria.generalised_infer` and
+:func:`~pclib.equilibria.generalised_train` live in
 :mod:`pclib.equilibria`, next to inference, and are re-exported here.
 """
 
@@ -37,14 +39,14 @@ from .linear import (
     equilibrated_energy, equilibrium_covariance, layer_flow, linear_activity_hessian, linear_equilibrated_energy,
     linear_equilibrium,
 )
-from .precisions import RATIO_SCHEMES, generalised_energy, lambda_precisions, ratio_precisions
+from .precisions import RATIO_SCHEMES, generalised_energy, lambda_precisions, random_precision_matrix, ratio_precisions
 from .saddles import (
     explaining_away_energy, joint_hessian_schur, origin_hessians, origin_hvp, origin_spectra,
     zero_rank_energy_curvature,
 )
+from .interpolation import interpolation_course, interpolation_sweep
 from .targets import (
-    backprop_errors, equilibrium_residual, interpolation_sweep, random_invertible_problem, sample_activity_hessians,
-    tp_targets,
+    backprop_errors, equilibrium_residual, random_invertible_problem, sample_activity_hessians, tp_targets,
 )
 from .toy import (
     energy_grid, escape_steps, gd_path, gradient_grid, grid_2d, loss_grid, toy_energy_after, toy_equilibrated_energy,
@@ -56,7 +58,7 @@ from .trust_region import (
 )
 from .util import angle, cosine, relative_error, relative_error_trace, tree_cosine
 
-_FROM_EQUILIBRIA = ("equilibrium", "generalised_infer")
+_FROM_EQUILIBRIA = ("equilibrium", "generalised_infer", "generalised_train")
 
 
 def __getattr__(name: str) -> Any:
@@ -73,13 +75,13 @@ __all__ = [
     "low_rank_limits",
     "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "blog_weight_gradient", "cosine", "energy_grid", "equilibrated_energy",
     "equilibrium", "equilibrium_covariance", "equilibrium_residual", "escape_steps", "explaining_away_energy",
-    "fisher_information", "gd_path", "generalised_energy", "generalised_infer", "gradient_grid", "grid_2d",
-    "interpolation_sweep", "joint_hessian_schur", "lambda_precisions", "layer_flow",
+    "fisher_information", "gd_path", "generalised_energy", "generalised_infer", "generalised_train", "gradient_grid", "grid_2d",
+    "interpolation_course", "interpolation_sweep", "joint_hessian_schur", "lambda_precisions", "layer_flow",
     "linear_activity_hessian", "linear_equilibrated_energy", "linear_equilibrium", "loss_descent_rate", "loss_grid",
     "marginal_residual", "natural_gradient_step", "origin_hessians", "origin_hvp", "origin_spectra",
-    "random_invertible_problem", "ratio_precisions", "relative_error", "relative_error_trace",
-    "sample_activity_hessians", "toy_energy_after", "toy_equilibrated_energy", "toy_loss", "toy_params", "tp_targets",
-    "tree_cosine", "trust_region_decomposition", "trust_region_energy",
+    "random_invertible_problem", "random_precision_matrix", "ratio_precisions", "relative_error",
+    "relative_error_trace", "sample_activity_hessians", "toy_energy_after", "toy_equilibrated_energy", "toy_loss",
+    "toy_params", "tp_targets", "tree_cosine", "trust_region_decomposition", "trust_region_energy",
     "trust_region_radius", "trust_region_step",
     "zero_rank_energy_curvature",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from ..energy import is_matrix_form
 from ..model import Array, Params, check_data, check_params
 from .linear import _linear_output, equilibrium_covariance
 
@@ -35,12 +36,13 @@ def linear_log_likelihood(params: Params, x: Array, y: Array, *, precisions: Any
     with $\mathcal F^*$ the equilibrated energy (:func:`pclib.theory.equilibrated_energy`) and $S$ the
     output covariance (:func:`pclib.theory.equilibrium_covariance`); Innocenti et al. (2024), Thm 1,
     and the EM reading of Millidge et al. (2022), Sec. 3.4. Differentiable in ``params``. The activation
-    is the identity throughout; precisions are scalars per layer, all positive.
+    is the identity throughout; precisions are scalars per layer, all positive, or matrix precisions
+    (symmetric positive definite, the inverse noise covariances).
     """
     check_params(params)
     x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
-    if precisions is not None and not bool(jnp.all(jnp.asarray(precisions) > 0)):
+    if precisions is not None and not is_matrix_form(precisions) and not bool(jnp.all(jnp.asarray(precisions) > 0)):
         raise ValueError("precisions must all be positive: a zero or negative precision has no Gaussian reading")
     S = equilibrium_covariance(params, precisions=precisions)
     r = y - _linear_output(params, x)

@@ -17,6 +17,15 @@ is positive definite, so the equilibrium is unique. Setting the other layers to 
 equilibrium values recovers Millidge et al.'s layerwise form
 $z_l^* = (I + \pi_l^{-1}\pi_{l+1} W_{l+1}^\top W_{l+1})^{-1}[W_l z_{l-1}^* + \pi_l^{-1}\pi_{l+1} W_{l+1}^\top z_{l+1}^*]$
 (with zero biases).
+
+Every function here also takes matrix precisions (a list with one scalar or symmetric positive definite
+$(d_l, d_l)$ matrix $\Pi_l$ per layer; :func:`pclib.energy.precision_matrices`): then
+
+$$H_{ll} = \Pi_l + W_{l+1}^\top \Pi_{l+1} W_{l+1}, \quad H_{l,l-1} = -\Pi_l W_l, \quad
+H_{l,l+1} = -W_{l+1}^\top \Pi_{l+1},$$
+
+and the layerwise form is Millidge et al.'s Theorem 3.5,
+$z_l^* = (I + \Pi_l^{-1} W_{l+1}^\top \Pi_{l+1} W_{l+1})^{-1}[W_l z_{l-1}^* + \Pi_l^{-1} W_{l+1}^\top\Pi_{l+1} z_{l+1}^*]$.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from ..energy import _energy, as_precisions, precision_argument
+from ..energy import _energy, layer_precisions, precision_argument
 from ..model import Array, Params, check_data, check_params, preactivation
 
 
@@ -44,24 +53,31 @@ def linear_activity_hessian(params: Params, *, precisions: Any = None) -> Array:
     Its diagonal blocks are $\pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}$ (Millidge et al. 2022, Eq. 28).
     """
     check_params(params)
-    return _linear_activity_hessian_jit(params, precision_argument(precisions, len(params)))
+    return _linear_activity_hessian_jit(params, precision_argument(precisions, params))
 
 
 def _linear_activity_hessian(params: Params, precisions: Any) -> Array:
     L = len(params)
     dtype = params[0]["W"].dtype
-    pi = as_precisions(precisions, L, dtype)
+    pi = layer_precisions(precisions, L, dtype)
+    matrices = isinstance(pi, tuple)
     dims = [p["W"].shape[0] for p in params[:-1]]
     offs = [sum(dims[:i]) for i in range(len(dims) + 1)]
     H = jnp.zeros((offs[-1], offs[-1]), dtype)
     for i in range(L - 1):  # hidden layer l = i + 1
         W_up = params[i + 1]["W"]
         s = slice(offs[i], offs[i + 1])
-        H = H.at[s, s].set(pi[i] * jnp.eye(dims[i], dtype=dtype) + pi[i + 1] * W_up.T @ W_up)
+        if matrices:  # Pi_l + W^T Pi_{l+1} W on the diagonal, -W^T Pi_{l+1} and -Pi_{l+1} W beside it
+            PW = pi[i + 1] @ W_up
+            H = H.at[s, s].set(pi[i] + W_up.T @ PW)
+            up_block, down_block = -PW.T, -PW
+        else:
+            H = H.at[s, s].set(pi[i] * jnp.eye(dims[i], dtype=dtype) + pi[i + 1] * W_up.T @ W_up)
+            up_block, down_block = -pi[i + 1] * W_up.T, -pi[i + 1] * W_up
         if i + 1 < L - 1:
             s_up = slice(offs[i + 1], offs[i + 2])
-            H = H.at[s, s_up].set(-pi[i + 1] * W_up.T)
-            H = H.at[s_up, s].set(-pi[i + 1] * W_up)
+            H = H.at[s, s_up].set(up_block)
+            H = H.at[s_up, s].set(down_block)
     return H
 
 
@@ -72,7 +88,7 @@ def linear_equilibrium(params: Params, x: Array, y: Array, *, precisions: Any = 
     r"""Exact inference equilibrium of a linear PCN with input $x$ and output $y$ clamped.
 
     A direct linear solve (Cholesky) of $H z^* = r$, not an iteration; see the module docstring.
-    Millidge et al. (2022), Theorems 3.4 (unit precisions) and 3.5 (scalar precisions).
+    Millidge et al. (2022), Theorems 3.4 (unit precisions) and 3.5 (precisions, scalar or matrix).
 
     Returns
     -------
@@ -80,7 +96,7 @@ def linear_equilibrium(params: Params, x: Array, y: Array, *, precisions: Any = 
     """
     check_params(params)
     check_data(params, x, y)
-    pi = precision_argument(precisions, len(params))
+    pi = precision_argument(precisions, params)
     return _linear_equilibrium_jit(params, x, y, pi)
 
 
@@ -91,16 +107,25 @@ def _linear_equilibrium(params: Params, x: Array, y: Array, precisions: Any) -> 
     if L == 1:
         return [x, y]
     dtype = params[0]["W"].dtype
-    pi = as_precisions(precisions, L, dtype)
+    pi = layer_precisions(precisions, L, dtype)
+    matrices = isinstance(pi, tuple)
     rhs = []
     for i in range(L - 1):  # hidden layer l = i + 1, predicted by params[i], predicting via params[i + 1]
         lo, up = params[i], params[i + 1]
-        r = pi[i] * _bias(lo, dtype) - pi[i + 1] * up["W"].T @ _bias(up, dtype)
-        r = jnp.broadcast_to(r, (x.shape[0],) + r.shape)
-        if i == 0:
-            r = r + pi[0] * x @ lo["W"].T
-        if i == L - 2:
-            r = r + pi[L - 1] * y @ up["W"]
+        if matrices:  # rows: r_l = Pi_l (b_l [+ W_1 x]) - W_{l+1}^T Pi_{l+1} (b_{l+1} [- y]), Pi symmetric
+            r = _bias(lo, dtype) @ pi[i] - _bias(up, dtype) @ pi[i + 1] @ up["W"]
+            r = jnp.broadcast_to(r, (x.shape[0],) + r.shape)
+            if i == 0:
+                r = r + x @ lo["W"].T @ pi[0]
+            if i == L - 2:
+                r = r + y @ pi[L - 1] @ up["W"]
+        else:
+            r = pi[i] * _bias(lo, dtype) - pi[i + 1] * up["W"].T @ _bias(up, dtype)
+            r = jnp.broadcast_to(r, (x.shape[0],) + r.shape)
+            if i == 0:
+                r = r + pi[0] * x @ lo["W"].T
+            if i == L - 2:
+                r = r + pi[L - 1] * y @ up["W"]
         rhs.append(r)
     H = _linear_activity_hessian(params, pi)
     z = jsl.cho_solve(jsl.cho_factor(H), jnp.concatenate(rhs, axis=1).T).T
@@ -118,7 +143,7 @@ def layer_flow(
     r"""Exact continuous-time inference path of one layer of a linear PCN, its neighbours held fixed.
 
     With $z_{l-1}$ and $z_{l+1}$ fixed, $\dot z_l = -\partial F/\partial z_l = -A z_l + c$ with
-    $A = \pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}$, so
+    $A = \pi_l I + \pi_{l+1} W_{l+1}^\top W_{l+1}$ ($\Pi_l + W_{l+1}^\top\Pi_{l+1}W_{l+1}$ with matrix precisions), so
 
     $$z_l(t) = z_l^\star + e^{-A t}\,\big(z_l(0) - z_l^\star\big), \qquad z_l^\star = A^{-1} c .$$
 
@@ -134,17 +159,21 @@ def layer_flow(
         raise ValueError(f"layer must be a hidden layer, 1..{len(params) - 1}; got {layer}")
     dtype = params[0]["W"].dtype
     z = [jnp.asarray(activities[i], dtype) for i in (layer - 1, layer, layer + 1)]
-    return _layer_flow(params, precision_argument(precisions, len(params)), *z, jnp.asarray(times, dtype), layer=layer)
+    return _layer_flow(params, precision_argument(precisions, params), *z, jnp.asarray(times, dtype), layer=layer)
 
 
 @partial(jax.jit, static_argnames=("layer",))
 def _layer_flow(params: Params, precisions: Any, z_below: Array, z_l: Array, z_above: Array, times: Array, *,
                 layer: int) -> Array:
     dtype = z_l.dtype
-    pi = as_precisions(precisions, len(params), dtype)
+    pi = layer_precisions(precisions, len(params), dtype)
     lo, up = params[layer - 1], params[layer]
-    A = pi[layer - 1] * jnp.eye(lo["W"].shape[0], dtype=dtype) + pi[layer] * up["W"].T @ up["W"]
-    c = pi[layer - 1] * preactivation(lo, z_below) + pi[layer] * (z_above - _bias(up, dtype)) @ up["W"]
+    if isinstance(pi, tuple):  # A = Pi_l + W^T Pi_{l+1} W, c = Pi_l (W_l z_{l-1} + b_l) + W^T Pi_{l+1} (z_{l+1} - b_{l+1})
+        A = pi[layer - 1] + up["W"].T @ pi[layer] @ up["W"]
+        c = preactivation(lo, z_below) @ pi[layer - 1] + (z_above - _bias(up, dtype)) @ pi[layer] @ up["W"]
+    else:
+        A = pi[layer - 1] * jnp.eye(lo["W"].shape[0], dtype=dtype) + pi[layer] * up["W"].T @ up["W"]
+        c = pi[layer - 1] * preactivation(lo, z_below) + pi[layer] * (z_above - _bias(up, dtype)) @ up["W"]
     z_star = jnp.linalg.solve(A, c.T).T
     lam, Q = jnp.linalg.eigh(A)
     decay = jnp.exp(-jnp.outer(times, lam))  # (T, d): e^{-lambda_k t}
@@ -160,7 +189,7 @@ def linear_equilibrated_energy(params: Params, x: Array, y: Array, *, precisions
     """
     check_params(params)
     check_data(params, x, y)
-    return _linear_equilibrated_energy_jit(params, x, y, precision_argument(precisions, len(params)))
+    return _linear_equilibrated_energy_jit(params, x, y, precision_argument(precisions, params))
 
 
 def _linear_equilibrated_energy(params: Params, x: Array, y: Array, precisions: Any) -> Array:
@@ -188,18 +217,25 @@ def equilibrium_covariance(params: Params, *, precisions: Any = None) -> Array:
     which for unit precisions is $I + \sum_{\ell=2}^{L}(W_L\cdots W_\ell)(W_L\cdots W_\ell)^\top$
     (Innocenti et al. 2024, Thm 1). It is the covariance of the output under the generative model
     $z_\ell = W_\ell z_{\ell-1} + b_\ell + \varepsilon_\ell$, $\varepsilon_\ell \sim \mathcal N(0, \pi_\ell^{-1} I)$,
-    given the input, and is positive definite ($S \succeq \pi_L^{-1} I$).
+    given the input, and is positive definite ($S \succeq \pi_L^{-1} I$). With matrix precisions the noise of
+    layer $\ell$ has covariance $\Pi_\ell^{-1}$ and $S = \sum_\ell M_\ell\Pi_\ell^{-1}M_\ell^\top$.
     """
     check_params(params)
-    return _equilibrium_covariance_jit(params, precision_argument(precisions, len(params)))
+    return _equilibrium_covariance_jit(params, precision_argument(precisions, params))
 
 
 def _equilibrium_covariance(params: Params, precisions: Any) -> Array:
     L = len(params)
     dtype = params[0]["W"].dtype
-    pi = as_precisions(precisions, L, dtype)
+    pi = layer_precisions(precisions, L, dtype)
     d = params[-1]["W"].shape[0]
     M = jnp.eye(d, dtype=dtype)
+    if isinstance(pi, tuple):  # S = sum_l M_l Pi_l^{-1} M_l^T
+        S = jnp.linalg.inv(pi[L - 1])
+        for l in range(L - 1, 0, -1):
+            M = M @ params[l]["W"]
+            S = S + M @ jnp.linalg.solve(pi[l - 1], M.T)
+        return 0.5 * (S + S.T)
     S = M / pi[L - 1]
     for l in range(L - 1, 0, -1):  # M_l = W_L ... W_{l+1}; params[l] is W_{l+1}
         M = M @ params[l]["W"]
@@ -226,7 +262,7 @@ def equilibrated_energy(params: Params, x: Array, y: Array, *, precisions: Any =
     """
     check_params(params)
     check_data(params, x, y)
-    return _equilibrated_energy_jit(params, x, y, precision_argument(precisions, len(params)))
+    return _equilibrated_energy_jit(params, x, y, precision_argument(precisions, params))
 
 
 def _equilibrated_energy(params: Params, x: Array, y: Array, precisions: Any) -> Array:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from ..energy import as_precisions, errors
 from ..model import Activation, Array, Params
@@ -32,6 +33,32 @@ def ratio_precisions(ratio: float, n_layers: int, *, scheme: str = "geometric") 
     else:
         pi = r ** jnp.arange(n_layers, dtype=r.dtype)
     return pi / jnp.max(pi)
+
+
+def random_precision_matrix(seed: int, d: int, *, diag: float = 1.0, off_var: float = 0.1) -> Array:
+    r"""A non-diagonal precision matrix as in Millidge et al. (2022), App. A.9.1: the inverse $\Pi = C^{-1}$ of a
+    "mostly diagonal" covariance $C$ with every diagonal entry equal to ``diag`` and symmetric off-diagonal
+    entries $C_{jk} = C_{kj} \sim \mathcal N(0, \text{off\_var})$, drawn by NumPy from the integer ``seed``
+    (no compilation).
+
+    Returns a symmetric positive definite ``(d, d)`` array.
+
+    Raises
+    ------
+    ValueError
+        If this $C$ is not positive definite (off-diagonal entries too large for ``diag``).
+    """
+    g = np.sqrt(off_var) * np.random.default_rng(seed).normal(size=(d, d))
+    off = np.triu(g, 1)
+    C = diag * np.eye(d) + off + off.T
+    lam = float(np.linalg.eigvalsh(C)[0])
+    if not lam > 0:
+        raise ValueError(
+            f"the covariance drawn is not positive definite (smallest eigenvalue {lam:.3g}): raise diag above "
+            f"{diag - lam:.3g} or lower off_var"
+        )
+    P = np.linalg.inv(C)
+    return jnp.asarray(0.5 * (P + P.T))
 
 
 def lambda_precisions(lam: float, n_layers: int) -> Array:

@@ -1,5 +1,6 @@
 r"""Targets that PC interpolates between: backprop's errors and exact target propagation
-(Millidge et al. 2022, Sec. 3.2 and Thm 3.3), and where the clamped equilibrium sits between them."""
+(Millidge et al. 2022, Sec. 3.2 and Thm 3.3), and the residual and Hessians that certify equilibria near them.
+Where the clamped equilibrium sits between them is measured in :mod:`pclib.theory.interpolation`."""
 
 from __future__ import annotations
 
@@ -7,17 +8,12 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ..energy import errors, precision_argument, sample_energies
-from .. import equilibria
+from ..energy import precision_argument, sample_energies
 from ..model import (
-    Activation, Array, Params, check_data, check_params, forward, layer_activations, predict, preactivation,
-    static_options,
+    Activation, Array, Params, check_data, check_params, layer_activations, predict, preactivation, static_options,
 )
 from .linear import _bias
-from .precisions import ratio_precisions
-from .util import angle, relative_error
 
 
 def backprop_errors(
@@ -66,6 +62,7 @@ def tp_targets(
     out_act: Activation = "linear",
     pinv: bool = False,
     lowest: int = 0,
+    feedforward: Sequence[Array] | None = None,
 ) -> list[Array]:
     r"""Exact target-propagation targets: invert the network layer by layer, from the output down.
 
@@ -80,6 +77,12 @@ def tp_targets(
     only approximate inverses. ``lowest`` stops the recursion at layer ``lowest``: with the input
     clamped only the hidden targets matter (``lowest=1``), and $t_0$ may not exist even when they do
     (a hidden target outside tanh's range).
+
+    ``feedforward`` (the activities of :func:`pclib.forward`) gives *difference* targets
+    (Lee et al. 2015) instead, which invert only the change asked of each layer:
+    $t_{l-1} = \hat z_{l-1} + W_l^{+}\big(f_l^{-1}(t_l) - W_l\hat z_{l-1} - b_l\big)$. For square invertible
+    $W_l$, or tall ones with ``pinv`` (full column rank), they equal the targets above; for wide $W_l$ they
+    keep the part of $\hat z_{l-1}$ in the null space of $W_l$, which the minimum-norm target drops.
 
     Returns
     -------
@@ -114,8 +117,11 @@ def tp_targets(
                 )
         W = layer["W"]
         a = inv(t) - _bias(layer, W.dtype)
+        if feedforward is not None:  # invert only the change: a - W z_ff, added to z_ff below
+            a = a - feedforward[l - 1] @ W.T
+        base = 0.0 if feedforward is None else feedforward[l - 1]
         if pinv:
-            ts.insert(0, a @ jnp.linalg.pinv(W).T)
+            ts.insert(0, base + a @ jnp.linalg.pinv(W).T)
             continue
         if W.shape[0] != W.shape[1]:
             raise ValueError(
@@ -128,72 +134,8 @@ def tp_targets(
                 f"W_{l} is singular (condition number {cond:.3g}), so the target of layer {l - 1} is not unique; "
                 f"pass pinv=True for the minimum-norm target"
             )
-        ts.insert(0, jnp.linalg.solve(W, a.T).T)
+        ts.insert(0, base + jnp.linalg.solve(W, a.T).T)
     return [None] * lowest + ts
-
-
-def interpolation_sweep(
-    params: Params,
-    x: Array,
-    y: Array,
-    ratios: Sequence[float],
-    *,
-    act: Activation = "tanh",
-    out_act: Activation = "linear",
-    scheme: str = "geometric",
-    steps: int | None = None,
-    pinv: bool = False,
-    tol: float | str | None = "auto",
-    max_steps: int | None = None,
-    method: str = "newton",
-) -> dict[str, Any]:
-    r"""Where the clamped equilibrium sits between backprop and target propagation, per precision ratio.
-
-    For each ratio $\rho$ (precisions from :func:`ratio_precisions`) it finds the equilibrium $z^*$
-    (closed form if linear, else :func:`pclib.equilibria.equilibrium` solved to ``tol`` and warm-started
-    from the previous ratio's equilibrium; sort ``ratios`` ascending; ``tol``, ``max_steps`` (alias
-    ``steps``) and ``method`` are passed on, and a ratio whose equilibrium is not reached raises
-    :class:`pclib.inference.NotConvergedError`) and measures, over the hidden layers $1..L-1$:
-
-    * ``dist_ff``, ``dist_tp``: $\lVert z^* - \hat z\rVert / \lVert \hat z\rVert$ and $\lVert z^* - t\rVert / \lVert t\rVert$,
-      with $\hat z$ the feedforward pass and $t$ the TP targets (:func:`tp_targets`);
-    * ``angle_bp``: the angle between the precision-weighted equilibrium errors $\pi_l\varepsilon^*_l$
-      and backprop's $\delta_l$ (:func:`backprop_errors` at the feedforward pass);
-    * ``angle_tp``: the angle between the move $z^* - \hat z$ and the move that TP asks for, $t - \hat z$.
-
-    ``pinv`` is passed to :func:`tp_targets` (for non-square weights). Returns a dict of NumPy
-    arrays of shape ``(len(ratios),)`` plus ``"ratios"``, and, to certify every point,
-    ``"residual"`` (:func:`equilibrium_residual` at each equilibrium, computed afresh by ``jax.grad``)
-    and ``"tol"`` (the tolerance each point was solved to; for linear networks, solved in closed form,
-    the tolerance ``"auto"`` would have used). With ``tol=None`` the points are ``max_steps``
-    iterations of inference, not certified, and the residual says how far from an equilibrium each is.
-    """
-    L = len(params)
-    if L < 2:
-        raise ValueError("the interpolation needs at least one hidden layer (two weight layers)")
-    ff = forward(params, x, act=act, out_act=out_act)
-    ts = tp_targets(params, y, act=act, out_act=out_act, lowest=1, pinv=pinv)
-    delta = backprop_errors(params, ff, y - ff[-1], act=act, out_act=out_act)
-    hid = slice(1, L)
-    out = {k: [] for k in ("dist_ff", "dist_tp", "angle_bp", "angle_tp", "residual", "tol")}
-    init: Any = "ffwd"
-    for r in ratios:
-        pi = ratio_precisions(r, L, scheme=scheme)
-        closed_form = act == "linear" and out_act == "linear"
-        out["tol"].append(np.nan if tol is None and not closed_form
-                          else equilibria.default_tol(pi.dtype, pi) if closed_form or tol == "auto" else float(tol))
-        zs = equilibria.equilibrium(params, x, y, act=act, out_act=out_act, precisions=pi, steps=steps, init=init,
-                                    tol=tol, max_steps=max_steps, method=method)
-        init = zs
-        out["residual"].append(equilibrium_residual(params, zs, act=act, out_act=out_act, precisions=pi))
-        eps = errors(params, zs, act=act, out_act=out_act)
-        out["dist_ff"].append(relative_error(zs[hid], ff[hid]))
-        out["dist_tp"].append(relative_error(zs[hid], ts[hid]))
-        out["angle_bp"].append(angle([p * e for p, e in zip(pi[:-1], eps[:-1])], delta[:-1]))
-        out["angle_tp"].append(angle([z - f for z, f in zip(zs[hid], ff[hid])], [t - f for t, f in zip(ts[hid], ff[hid])]))
-    res = {k: np.asarray([float(v) for v in vs]) for k, vs in out.items()}
-    res["ratios"] = np.asarray(ratios, dtype=float)
-    return res
 
 
 def equilibrium_residual(
@@ -217,7 +159,7 @@ def equilibrium_residual(
     if not free:
         return 0.0
     check_params(params)
-    pi = precision_argument(precisions, L)
+    pi = precision_argument(precisions, params)
     fn = _equilibrium_residual_jit if static_options(act, out_act) else _equilibrium_residual
     return float(fn(params, [jnp.asarray(z) for z in activities], pi, act=act, out_act=out_act, free=free))
 
@@ -256,6 +198,14 @@ def sample_activity_hessians(
     """
 
     free = tuple(int(l) for l in free)
+    if precisions is not None:
+        precisions = precision_argument(precisions, params)
+    fn = _sample_hessians_jit if static_options(act, out_act) else _sample_hessians
+    return fn(params, [jnp.asarray(z) for z in activities], precisions, free=free, act=act, out_act=out_act)
+
+
+def _sample_hessians(params, activities, precisions, *, free, act, out_act):
+    """:func:`sample_activity_hessians` after the checks: compiled once per shape and option set."""
     sizes = [int(jnp.shape(activities[l])[1]) for l in free]
 
     def F1(flat, sample):
@@ -271,6 +221,9 @@ def sample_activity_hessians(
         return jax.hessian(F1)(flat, sample)
 
     return jax.vmap(one)(list(activities))
+
+
+_sample_hessians_jit = jax.jit(_sample_hessians, static_argnames=("free", "act", "out_act"))
 
 
 def random_invertible_problem(
