@@ -217,6 +217,15 @@ def _check_ratio(ratio: Any) -> Array:
     return r
 
 
+def _checked(params: Params, x: Any, y: Any, ratio: Any) -> tuple[Array, Array, Array]:
+    """The checks of :func:`trust_region_step` and :func:`trust_region_radius`: data as arrays and $\rho$."""
+    check_params(params)
+    _hidden_widths(params)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(params, x, y)
+    return x, y, _check_ratio(ratio).astype(x.dtype)
+
+
 def trust_region_step(
     params: Params,
     x: Array,
@@ -246,11 +255,7 @@ def trust_region_step(
 
     Returns ``[dz_1, ..., dz_{L-1}]``, each ``(N, d_l)``, like ``forward``'s hidden activities.
     """
-    check_params(params)
-    _hidden_widths(params)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    check_data(params, x, y)
-    rho = _check_ratio(ratio).astype(x.dtype)
+    x, y, rho = _checked(params, x, y, ratio)
     return _split_hidden(params, _step_jit(params, x, y, rho, act=act, out_act=out_act))
 
 
@@ -295,11 +300,7 @@ def trust_region_radius(
     from 0 ($\rho \to 0$) to the Gauss-Newton step's $\lVert J\Delta z_{\rm GN}\rVert$ ($\rho \to \infty$),
     in proportion to the output error $\lVert e\rVert$. Shape ``(N,)``.
     """
-    check_params(params)
-    _hidden_widths(params)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    check_data(params, x, y)
-    rho = _check_ratio(ratio).astype(x.dtype)
+    x, y, rho = _checked(params, x, y, ratio)
     return _radius_jit(params, x, y, rho, act=act, out_act=out_act)
 
 
