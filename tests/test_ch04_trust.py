@@ -366,17 +366,23 @@ def test_trust_region_step_bad_input():
         theory.trust_region_step(params[1:], x[:, :4], y, ratio=1.0)
 
 
-def test_pc_leaves_the_saddle_of_a_deep_net_first_at_matched_step_length():
-    """From init_mlp(scale=0.05), a 6-layer tanh net on 512 MNIST digits, matched (normalised) step lengths, each
-    method at its best of (0.1, 0.3), 120 iterations, a fourth initialisation (the chapter uses 0, 1, 2): PC's
-    loss falls below 0.43 first and its mean loss is lower; PC's gradient is near equilibrium and of BP's norm."""
+def _small_init_saddle(n_hidden: int, *, epochs: int):
+    """Chapter 4's saddle setting on a fourth initialisation (the chapter uses 0, 1, 2): width-32 tanh net
+    from init_mlp(scale=0.05) on 512 MNIST digits, PC (T = 50) vs BP at matched step length, best of (0.1, 0.3)."""
     from pclib import compare as fair
 
     ds = pclib.data.get("mnist5k", seed=0)
     x, y = np.asarray(ds.x_train[:512], np.float32), np.asarray(ds.y_train[:512], np.float32)
-    widths = [784] + [32] * 5 + [10]
-    c = fair.compare(lambda k: pclib.init_mlp(k, widths, dtype=jnp.float32, scale=0.05), x, y, lrs=[0.1, 0.3],
-                     mode="matched", steps=50, dt=0.2, seeds=(3,), epochs=15, batch_size=64, batch_seed=0)
+    widths = [784] + [32] * n_hidden + [10]
+    return fair.compare(lambda k: pclib.init_mlp(k, widths, dtype=jnp.float32, scale=0.05), x, y, lrs=[0.1, 0.3],
+                        mode="matched", steps=50, dt=0.2, seeds=(3,), epochs=epochs, batch_size=64, batch_seed=0)
+
+
+def test_pc_leaves_the_saddle_of_a_deep_net_first_at_matched_step_length():
+    """From init_mlp(scale=0.05), a 6-layer tanh net on 512 MNIST digits, matched (normalised) step lengths, each
+    method at its best of (0.1, 0.3), 120 iterations, a fourth initialisation (the chapter uses 0, 1, 2): PC's
+    loss falls below 0.43 first and its mean loss is lower; PC's gradient is near equilibrium and of BP's norm."""
+    c = _small_init_saddle(5, epochs=15)
     assert c.equilibrium_gap.max() < 1e-2 and c.grad_ratio.max() < 1.5
     below = c.losses < 0.43
     assert below[0, 0].any()
@@ -389,13 +395,7 @@ def test_pc_leaves_the_saddle_of_a_deep_net_first_at_matched_step_length():
 def test_at_seven_hidden_layers_only_pc_leaves_the_saddle_within_200_iterations():
     """The same setting with 7 hidden layers (a deeper, flatter saddle), a fourth initialisation, 200 iterations:
     BP's loss never falls below 0.43, PC's does; PC's gradient stays near equilibrium and of BP's norm."""
-    from pclib import compare as fair
-
-    ds = pclib.data.get("mnist5k", seed=0)
-    x, y = np.asarray(ds.x_train[:512], np.float32), np.asarray(ds.y_train[:512], np.float32)
-    widths = [784] + [32] * 7 + [10]
-    c = fair.compare(lambda k: pclib.init_mlp(k, widths, dtype=jnp.float32, scale=0.05), x, y, lrs=[0.1, 0.3],
-                     mode="matched", steps=50, dt=0.2, seeds=(3,), epochs=25, batch_size=64, batch_seed=0)
+    c = _small_init_saddle(7, epochs=25)
     assert c.equilibrium_gap.max() < 1e-2 and c.grad_ratio.max() < 1.5
     assert c.losses.shape[-1] == 200
     assert not (c.losses[1, 0] < 0.43).any()
