@@ -27,9 +27,15 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
     assert max(comp["near"]["train_residual"]) < 1e-4
     saddle = json.loads((folder / "ch04_deep_saddle.json").read_text())["result"]
     assert set(saddle["escape"]) == {"1", "2"} and np.asarray(saddle["escape"]["1"]).shape == (2, 3)
+    # the numbers for the book's page: written at the run, and the same when rebuilt from the JSON alone
+    saddle_md = (folder / "ch04_deep_saddle.md").read_text()
+    assert "| 1 |" in saddle_md and "size `smoke`" in saddle_md.lower()
+    assert "largest residual over the updates" in (folder / "ch04_deep_comparison.md").read_text()
     capsys.readouterr()
     assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04"]) == 0  # resumes: nothing re-runs
     assert "done already" in capsys.readouterr().out
+    assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04_deep_saddle", "--report"]) == 0
+    assert (folder / "ch04_deep_saddle.md").read_text() == saddle_md
 
 
 def test_bad_names_and_sizes_are_refused():

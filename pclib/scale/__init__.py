@@ -26,23 +26,26 @@ SIZES = ("smoke", "chapter", "medium", "paper")
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A registered experiment: ``run(size)`` computes it, ``draw(result, fig)`` plots it."""
+    """A registered experiment: ``run(size)`` computes it, ``draw(result, fig)`` plots it and
+    ``summarize(result)`` states its numbers as markdown (default :func:`summarize_comparisons`)."""
 
     name: str
     chapter: str
     title: str
     run: Callable[[str], dict]
     draw: Callable[[dict, Any], None]
+    summarize: Callable[[dict], str] | None = None
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, *, chapter: str, title: str, draw: Callable[[dict, Any], None]):
+def register(name: str, *, chapter: str, title: str, draw: Callable[[dict, Any], None],
+             summarize: Callable[[dict], str] | None = None):
     """Decorator: add ``run(size)`` to :data:`REGISTRY` under ``name``."""
 
     def wrap(run: Callable[[str], dict]) -> Callable[[str], dict]:
-        REGISTRY[name] = Experiment(name, chapter, title, run, draw)
+        REGISTRY[name] = Experiment(name, chapter, title, run, draw, summarize)
         return run
 
     return wrap
@@ -52,6 +55,24 @@ def check_size(size: str) -> str:
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}: use one of {', '.join(map(repr, SIZES))}")
     return size
+
+
+def summarize_comparisons(result: dict) -> str:
+    """Every :class:`pclib.compare.Comparison` in ``result`` (searched through nested dicts), each as its
+    :meth:`~pclib.compare.Comparison.summary` under its key path."""
+    from ..compare import Comparison
+
+    parts = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Comparison):
+            parts.append(f"**{path}**\n\n```text\n{value.summary()}\n```\n")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path} / {k}" if path else str(k))
+
+    walk(result, "")
+    return "\n".join(parts)
 
 
 def to_json(value: Any) -> Any:
@@ -71,6 +92,39 @@ def to_json(value: Any) -> Any:
         return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
+    return value
+
+
+def _array(value: list) -> Any:
+    """A JSON list back as a NumPy array (``"inf"``/``"nan"`` strings as floats), or as a list if ragged."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, list):
+            return [fix(u) for u in v]
+        return float(v) if isinstance(v, str) and v in ("inf", "-inf", "nan") else v
+    try:
+        return np.asarray(fix(value))
+    except ValueError:
+        return fix(value)
+
+
+def from_json(value: Any) -> Any:
+    """Inverse of :func:`to_json` as far as the reports need: numeric lists become arrays, and a dict with
+    the fields of a :class:`pclib.compare.Comparison` becomes one."""
+    from ..compare import Comparison
+
+    if isinstance(value, dict):
+        value = {k: from_json(v) for k, v in value.items()}
+        names = {f.name for f in dataclasses.fields(Comparison)}
+        if {"methods", "best_lr", "losses"} <= set(value) and set(value) <= names:
+            value["methods"] = tuple(value["methods"])
+            return Comparison(**value)
+        return value
+    if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            return [from_json(v) for v in value]
+        return _array(value) if not any(isinstance(v, str) and v not in ("inf", "-inf", "nan") for v in value) else value
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
     return value
 
 

@@ -86,8 +86,23 @@ def draw_saddle(result: dict, fig: Any) -> None:
         ax.axhline(PLATEAU, color="0.5", lw=0.8, ls=":")
 
 
+def summarize_saddle(result: dict) -> str:
+    """A table of escape iterations per depth, method and initialisation."""
+    def times(v: Any) -> str:
+        return ", ".join("never" if t < 0 else str(int(t)) for t in np.asarray(v).ravel())
+
+    rows = []
+    for H, c in result["runs"].items():
+        esc = np.asarray(result["escape"][H])
+        steps = "/".join(f"{float(c.best_lr[i, 0]):g}" for i in range(2))
+        rows.append(f"| {H} | {times(esc[0])} | {times(esc[1])} | {c.losses.shape[-1]} | {steps} |")
+    return (f"First iteration with the batch loss below {PLATEAU} (width {result['width']}, {result['samples']} digits, "
+            "matched step length, one entry per initialisation):\n\n"
+            "| hidden layers | PC | BP | iterations | step length PC/BP |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 @register("ch04_deep_saddle", chapter="ch04", title="Escape from the saddle at the origin across depth",
-          draw=draw_saddle)
+          draw=draw_saddle, summarize=summarize_saddle)
 def deep_saddle(size: str = "chapter") -> dict:
     r"""Tanh MLPs from ``init_mlp(scale=0.05)`` (next to the saddle at the origin), PC (T = 50) against BP at
     matched step length, each at its best of (0.1, 0.3), over 3 initialisations, for each hidden-layer
