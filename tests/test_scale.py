@@ -29,6 +29,7 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
     assert set(saddle["escape"]) == {"1", "2"} and np.asarray(saddle["escape"]["1"]).shape == (2, 3)
     check_ch02(json.loads((folder / "ch02_pc_vs_bp.json").read_text())["result"],
                json.loads((folder / "ch02_linear_runs.json").read_text())["result"])
+    check_ch03(json.loads((folder / "ch03_precision_sweeps.json").read_text())["result"])
     capsys.readouterr()
     assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04"]) == 0  # resumes: nothing re-runs
     assert "done already" in capsys.readouterr().out
@@ -67,3 +68,15 @@ def check_ch02(pvb, linear):
             assert rec.shape == (len(rec), 6) and len(rec) > 2 and np.all(np.isfinite(rec))
             assert np.all(np.diff(rec[:, 1]) < 0), f"{name}, seed {run['seed']}: F* rose"
 
+
+def check_ch03(sw):
+    """Every sweep point, the deep tanh ones included, is a certified equilibrium; the one-hidden-layer tanh
+    sweeps match the ridge-path closed form and the linear ones stay within the theorem's bound."""
+    assert sw["deep_failed"] == [] and sw["deep_tanh"]
+    groups = list(sw["sweeps"].values()) + list(sw["deep_tanh"].values())
+    assert all(rs for rs in groups)
+    for rs in groups:
+        for r in rs:
+            assert np.all(np.asarray(r["residual"]) < np.asarray(r["tol"]))
+    assert max(sw["ridge_gap"]) < 1e-8 and all(sw["bounds_ok"])
+    assert max(sw["deep_summary"][k]["worst_residual_over_tol"] for k in sw["deep_tanh"]) < 1.0

@@ -93,4 +93,4 @@ def to_json(value: Any) -> Any:
     return value
 
 
-from . import deep, em  # noqa: E402,F401  (registers the chapters' experiments)
+from . import deep, em, interpolation  # noqa: E402,F401  (registers the chapters' experiments)
