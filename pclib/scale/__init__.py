@@ -16,8 +16,9 @@ An experiment returns plain data (NumPy arrays, :class:`pclib.compare.Comparison
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -75,12 +76,30 @@ def summarize_comparisons(result: dict) -> str:
     return "\n".join(parts)
 
 
+@contextlib.contextmanager
+def float64(enabled: bool = True) -> Iterator[None]:
+    """Run a block with JAX's 64-bit types on (or off), and restore the setting after it.
+
+    It sets the global flag rather than using ``jax.enable_x64`` (thread-local), because
+    :func:`pclib.compare.compare` trains its methods in threads."""
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", enabled)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
 def to_json(value: Any) -> Any:
     """A result as JSON-ready data: arrays to lists, dataclasses to dicts, non-finite floats to strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple keeps its field names
+        return to_json(value._asdict())
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
     if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
@@ -128,4 +147,4 @@ def from_json(value: Any) -> Any:
     return value
 
 
-from . import deep  # noqa: E402,F401  (registers chapter 4's experiments)
+from . import deep, em, interpolation  # noqa: E402,F401  (registers the chapters' experiments)
