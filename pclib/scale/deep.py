@@ -87,11 +87,13 @@ def draw_saddle(result: dict, fig: Any) -> None:
 
 
 def summarize_saddle(result: dict) -> str:
-    """A table of escape iterations per depth, method and initialisation."""
-    def times(v: Any) -> str:
-        return ", ".join("never" if t < 0 else str(int(t)) for t in np.asarray(v).ravel())
+    """Escape iterations per depth, method and initialisation: at each method's chosen step length, and at
+    every step length of the grid (``*``: that run was scored as diverged)."""
+    def times(v: Any, bad: Any = None) -> str:
+        bad = np.zeros(np.shape(v), bool) if bad is None else bad
+        return ", ".join(("never" if t < 0 else str(int(t))) + ("*" if b else "") for t, b in zip(np.ravel(v), np.ravel(bad)))
 
-    rows = []
+    rows, grid = [], []
     for H, c in result["runs"].items():
         if c is None:
             rows.append(f"| {H} | {result['failed'][H]} | | | |")
@@ -99,9 +101,17 @@ def summarize_saddle(result: dict) -> str:
         esc = np.asarray(result["escape"][H])
         steps = "/".join(f"{float(c.best_lr[i, 0]):g}" for i in range(2))
         rows.append(f"| {H} | {times(esc[0])} | {times(esc[1])} | {c.losses.shape[-1]} | {steps} |")
+        below = np.asarray(c.grid_losses, float) < PLATEAU  # (method, seed, rate, iteration)
+        at = np.where(below.any(axis=3), below.argmax(axis=3), -1)
+        bad = ~np.isfinite(np.asarray(c.scores, float))
+        for k, lr in enumerate(c.lrs):
+            grid.append(f"| {H} | {float(lr):g} | {times(at[0, :, k], bad[0, :, k])} | {times(at[1, :, k], bad[1, :, k])} |")
     return (f"First iteration with the batch loss below {PLATEAU} (width {result['width']}, {result['samples']} digits, "
-            "matched step length, one entry per initialisation):\n\n"
-            "| hidden layers | PC | BP | iterations | step length PC/BP |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "normalised updates, each method at its best step length, one entry per initialisation):\n\n"
+            "| hidden layers | PC | BP | iterations | step length PC/BP |\n|---|---|---|---|---|\n" + "\n".join(rows) +
+            "\n\nThe same at every step length of the grid (`*`: the run was scored as diverged: its inference or "
+            "its loss blew up at some update):\n\n| hidden layers | step length | PC | BP |\n|---|---|---|---|\n"
+            + "\n".join(grid) + "\n")
 
 
 @register("ch04_deep_saddle", chapter="ch04", title="Escape from the saddle at the origin across depth",
