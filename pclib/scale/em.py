@@ -19,6 +19,7 @@ import optax
 from .. import data, theory
 from ..compare import compare
 from ..energy import mse_loss
+from ..inference import InferenceDivergedError
 from ..learning import bp_grads, pc_grads, train_compare
 from ..model import init_mlp, random_problem
 from . import check_size, float64, register
@@ -60,8 +61,30 @@ def _dataset(name: str) -> Any:
     return data.digits(seed=0) if name == "digits" else data.get(name)
 
 
+def summarize_pc_vs_bp(result: dict) -> str:
+    """The comparisons (:func:`pclib.scale.summarize_comparisons`) and a table of the update cosines per rate."""
+    from . import summarize_comparisons
+
+    rows = []
+    for lr in result["cosine_lrs"]:
+        key = str(lr) if str(lr) in result["cosine"] else lr
+        cs, rs, bad = result["cosine"][key], result["ratio"][key], result.get("cosine_diverged", {}).get(key, [])
+        if len(cs):
+            c, r = np.concatenate([np.ravel(v) for v in cs]), np.concatenate([np.ravel(v) for v in rs])
+            rows.append(f"| {float(lr):g} | {len(cs)} | {np.median(c):.3f} | {np.min(c):.3f} | {np.mean(c < 0.9):.2f} "
+                        f"| {np.median(r):.2g} | {len(bad)} |")
+        else:
+            rows.append(f"| {float(lr):g} | 0 | | | | | {len(bad)} |")
+    problems = ", ".join(f"{k}: {v['widths']}, {v['epochs']} epochs, {v['train']} training digits"
+                         for k, v in result["problems"].items())
+    return (f"Problems: {problems}.\n\n" + summarize_comparisons(result["results"]) +
+            f"\nCosine between PC's and BP's gradients along PC's training ({result['cosine_problem']}):\n\n"
+            "| learning rate | seeds trained | median cosine | min cosine | share below 0.9 | median BP/PC norm "
+            "| seeds where PC's inference diverged |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 @register("ch02_pc_vs_bp", chapter="ch02", title="PC vs BP: tuned, matched step length, and the cosine of their updates",
-          draw=lambda result, fig: draw_pc_vs_bp(result, fig))
+          draw=lambda result, fig: draw_pc_vs_bp(result, fig), summarize=summarize_pc_vs_bp)
 def pc_vs_bp(size: str = "chapter") -> dict:
     r"""PC (20 Euler steps of $\mathrm dt = 0.2$ from the feedforward pass) against BP on ReLU MLPs, from the
     same initialisations and minibatches (batch 64, SGD with momentum 0.9) over several seeds, each at
@@ -88,18 +111,24 @@ def pc_vs_bp(size: str = "chapter") -> dict:
                              for mode, grid in (("tuned", lrs), ("matched", lengths))}
         name = next(iter(problems))
         ds, (_, widths, epochs) = sets[name], problems[name]
-        cos: dict[float, list] = {}
-        ratio: dict[float, list] = {}
+        cos: dict[float, list] = {lr: [] for lr in cos_lrs}
+        ratio: dict[float, list] = {lr: [] for lr in cos_lrs}
+        diverged: dict[float, list] = {lr: [] for lr in cos_lrs}
         for lr in cos_lrs:
             for seed in seeds:
                 p0 = init_mlp(jax.random.key(seed), widths, act="relu")
-                _, h = train_compare(p0, ds.x_train, ds.y_train, optimizer=sgd, lr=lr, epochs=epochs, batch_size=64,
-                                     seed=seed, act="relu", steps=20, dt=0.2)
-                cos.setdefault(lr, []).append(h["cosine"])
-                ratio.setdefault(lr, []).append(h["bp_norm"] / h["pc_norm"])
-    share = {lr: float(np.mean([np.mean(c < 0.9) for c in cs])) for lr, cs in cos.items()}
+                try:
+                    _, h = train_compare(p0, ds.x_train, ds.y_train, optimizer=sgd, lr=lr, epochs=epochs,
+                                         batch_size=64, seed=seed, act="relu", steps=20, dt=0.2)
+                except InferenceDivergedError:  # PC's training blew up at this rate: no cosine to report
+                    diverged[lr].append(seed)
+                    continue
+                cos[lr].append(h["cosine"])
+                ratio[lr].append(h["bp_norm"] / h["pc_norm"])
+    share = {lr: float(np.mean([np.mean(c < 0.9) for c in cs])) if cs else float("nan") for lr, cs in cos.items()}
     return {"size": size, "problems": info, "seeds": tuple(seeds), "results": results, "cosine_problem": name,
-            "cosine_lrs": list(cos_lrs), "cosine": cos, "ratio": ratio, "share_below_0.9": share}
+            "cosine_lrs": list(cos_lrs), "cosine": cos, "ratio": ratio, "share_below_0.9": share,
+            "cosine_diverged": diverged}
 
 
 def _relu_init(key: Any, *, widths: tuple[int, ...]) -> Any:
@@ -120,7 +149,7 @@ def draw_pc_vs_bp(result: dict, fig: Any) -> None:
         ax.set(xlabel="iteration", yscale="log", title=title)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("batch loss (mean, min-max over seeds)")
-    lrs = result["cosine_lrs"]
+    lrs = [lr for lr in result["cosine_lrs"] if len(result["cosine"][lr])]  # rates where PC trained on some seed
     axes[-1].boxplot([np.concatenate(result["cosine"][lr]) for lr in lrs], positions=range(len(lrs)), whis=(0, 100))
     axes[-1].axhline(0.9, color="gray", ls=":", lw=0.8)
     axes[-1].set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
