@@ -31,6 +31,9 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
     saddle_md = (folder / "ch04_deep_saddle.md").read_text()
     assert "| 1 |" in saddle_md and "size `smoke`" in saddle_md.lower()
     assert "largest residual over the updates" in (folder / "ch04_deep_comparison.md").read_text()
+    assert "median cosine" in (folder / "ch02_pc_vs_bp.md").read_text()
+    assert "`W_L_growth`" in (folder / "ch02_linear_runs.md").read_text()
+    assert "within the bound" in (folder / "ch03_precision_sweeps.md").read_text()
     check_ch02(json.loads((folder / "ch02_pc_vs_bp.json").read_text())["result"],
                json.loads((folder / "ch02_linear_runs.json").read_text())["result"])
     check_ch03(json.loads((folder / "ch03_precision_sweeps.json").read_text())["result"])

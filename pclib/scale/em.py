@@ -204,8 +204,21 @@ def _linear_summary(name: str, rec: np.ndarray, p_end: Any, best: float, lim: An
     return out
 
 
+def summarize_linear_runs(result: dict) -> str:
+    """Per network shape: the range over seeds of every quantity of :func:`_linear_summary`."""
+    lines = []
+    for name, runs in result["runs"].items():
+        iters = (len(np.asarray(runs[0]["record"])) - 1) * result["every"]
+        lines.append(f"**{name}**, {len(runs)} seed(s), {iters:,} PC updates:\n\n| quantity | min over seeds | max over seeds |\n|---|---|---|")
+        for key in runs[0]["summary"]:
+            vals = np.asarray([float(r["summary"][key]) for r in runs])
+            lines.append(f"| `{key}` | {vals.min():.3g} | {vals.max():.3g} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 @register("ch02_linear_runs", chapter="ch02", title="Theorem 3.6: full-batch PC with exact E-steps on linear nets",
-          draw=lambda result, fig: draw_linear_runs(result, fig))
+          draw=lambda result, fig: draw_linear_runs(result, fig), summarize=summarize_linear_runs)
 def linear_runs(size: str = "chapter") -> dict:
     r"""Full-batch PC with exact E-steps and learning rate 0.05 (:func:`pc_full_batch`, float64) on random linear
     problems (``pclib.random_problem``, 32 samples) per seed: wide nets, where PC reaches the least-squares

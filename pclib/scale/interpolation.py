@@ -88,8 +88,29 @@ def draw_sweeps(result: dict, fig: Any) -> None:
     axes[0].set_ylabel("angle (degrees)")
 
 
+def summarize_sweeps(result: dict) -> str:
+    """Counts of nets per group, the theorem's bound, the tanh ridge-path gap, and the deep shapes' summaries."""
+    sw = result["sweeps"]
+    lines = [f"{len(sw['linear'])} linear 5-5-5 nets and {len(sw['tanh'])} tanh 5-5-5 nets, "
+             f"{len(np.asarray(result['ratios']))} ratios from 1e-5 to 1e5; linear sweeps within the bound: "
+             f"{int(np.sum(result['bounds_ok']))} of {len(result['bounds_ok'])}; largest relative gap of a tanh sweep "
+             f"to the ridge path: {max(result['ridge_gap']):.1e}; monotone in all four trends: linear "
+             f"{sum(monotone(r) for r in sw['linear'])} of {len(sw['linear'])}, tanh {sum(monotone(r) for r in sw['tanh'])} "
+             f"of {len(sw['tanh'])}.", ""]
+    if result["deep_summary"]:
+        keys = ["nets", "monotone", "worst_residual_over_tol", "max_angle_bp_at_smallest_ratio",
+                "max_angle_tp_at_largest_ratio", "max_dist_tp_at_largest_ratio"]
+        lines += ["Deep tanh nets (layerwise ratio, every point certified by its residual):", "",
+                  "| shape | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for shape, d in result["deep_summary"].items():
+            lines.append(f"| {shape} | " + " | ".join(f"{float(d[k]):.3g}" if k in d else "" for k in keys) + " |")
+        lines.append("")
+    lines.append("Nets whose inference did not converge: " + ("; ".join(result["deep_failed"]) or "none") + ".")
+    return "\n".join(lines) + "\n"
+
+
 @register("ch03_precision_sweeps", chapter="ch03", title="Precision-ratio sweeps from backprop to target propagation",
-          draw=draw_sweeps)
+          draw=draw_sweeps, summarize=summarize_sweeps)
 def precision_sweeps(size: str = "chapter") -> dict:
     r"""The chapter's sweeps of $\rho$ from $10^{-5}$ to $10^5$ on :func:`paper_net` networks: 5-5-5 linear (closed
     form), 5-5-5 tanh (Newton–CG to the automatic tolerance, warm-started, every other ratio), and the
