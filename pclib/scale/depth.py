@@ -31,7 +31,7 @@ import optax
 from .. import data
 from ..energy import _mse_loss
 from ..inference import infer
-from ..learning import _bp_grads, _pc_grads, bp_grads, pc_grads, run_score
+from ..learning import _bp_grads, _pc_grads, run_score
 from ..model import forward, init_mlp, init_mupc
 from . import check_size, register
 
@@ -67,7 +67,8 @@ def _digits(name: str, samples: int | None, test: int | None):
 @lru_cache(maxsize=16)
 def _runner(method: str, param: str, steps: int, dt: float):
     """One compiled function training every (seed, rate) pair with Adam, vmapped; per update it records the batch
-    loss, PC's residual at the start and the end of inference, and whether inference's energy grew."""
+    loss, PC's residual at the start and the end of inference, whether inference's energy grew, and the norm of
+    each layer's gradient."""
 
     def run_one(params0, lr, x, y, idx):
         opt = optax.adam(lr)
@@ -88,8 +89,9 @@ def _runner(method: str, param: str, steps: int, dt: float):
                 grew = ~jnp.all(jnp.isfinite(e)) | (jnp.max(e) > 2.0 * e[0] + 1e-8)
                 end = res.residual
                 g = _pc_grads(p, res.activities, None, act=ACT, out_act="linear", param=param)
+            norms = jnp.stack([jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(layer))) for layer in g])
             updates, state = opt.update(g, state, p)
-            return (optax.apply_updates(p, updates), state), (loss, start, end, grew)
+            return (optax.apply_updates(p, updates), state), (loss, start, end, grew, norms)
 
         (p, _), rows = jax.lax.scan(body, (params0, opt.init(params0)), idx)
         return p, rows
@@ -106,10 +108,6 @@ def _evaluator(param: str):
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
-def _norms(g) -> np.ndarray:
-    return np.array([float(jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(layer)))) for layer in g])
-
-
 def _train(method: str, widths: list, x, y, xt, yt, idx, lrs, seeds, steps: int) -> dict:
     """Train ``method`` at every rate of ``lrs`` from each seed's initialisation; pick the rate with the lowest mean
     score over seeds (:func:`pclib.learning.run_score`, the area under the loss curve)."""
@@ -121,7 +119,7 @@ def _train(method: str, widths: list, x, y, xt, yt, idx, lrs, seeds, steps: int)
     K, S = len(lrs), len(seeds)
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack([v for v in a for _ in range(K)]), *starts)
     lr_all = jnp.asarray(np.tile(np.asarray(lrs, np.float32), S))
-    p, (loss, start, end, grew) = _runner(how, param, steps if how == "pc" else 0, DT if how == "pc" else 0.0)(
+    p, (loss, start, end, grew, norms) = _runner(how, param, steps if how == "pc" else 0, DT if how == "pc" else 0.0)(
         stacked, lr_all, jnp.asarray(x), jnp.asarray(y), jnp.asarray(idx))
     finite = jnp.stack([jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1) for a in jax.tree_util.tree_leaves(p)])
     bad = np.asarray(jnp.any(grew, axis=1) | ~jnp.all(finite, axis=0)).reshape(S, K)
@@ -138,21 +136,19 @@ def _train(method: str, widths: list, x, y, xt, yt, idx, lrs, seeds, steps: int)
         if how == "pc":
             out.update(residual_start=np.asarray(start, np.float64).reshape(S, K, -1)[:, best],
                        residual_end=np.asarray(end, np.float64).reshape(S, K, -1)[:, best])
-    if how == "pc":  # what PC's gradient was at initialisation, on the first minibatch
-        out.update(_gradients_at_init(starts, x[idx[0]], y[idx[0]], param=param, steps=steps))
+    # each layer's gradient norm at the first update (the initialisation and the first minibatch, equal for every rate)
+    first = np.asarray(norms, np.float64).reshape(S, K, -1, len(widths) - 1)[:, 0, 0]
+    out["first_grad_layers"] = first
+    if how == "pc":  # the layers PC's truncated inference gave a gradient above round-off
+        out["layers_reached"] = (first > 1e-6 * first.max(axis=1, keepdims=True)).sum(axis=1)
     return out
 
 
-def _gradients_at_init(starts, xb, yb, *, param: str, steps: int) -> dict:
-    ratio, layers = [], []
-    for p in starts:
-        zs = infer(p, xb, yb, act=ACT, param=param, steps=steps, dt=DT).activities
-        g_pc, g_bp = _norms(pc_grads(p, zs, act=ACT, param=param)), _norms(bp_grads(p, xb, yb, act=ACT, param=param))
-        ratio.append(np.linalg.norm(g_bp) / np.linalg.norm(g_pc))
-        layers.append(g_pc / np.max(g_pc))
-    layers = np.asarray(layers)
-    return {"grad_ratio": np.asarray(ratio), "pc_layer_norms": layers,
-            "layers_reached": (layers > 1e-6).sum(axis=1)}  # layers whose PC gradient is above round-off
+def _gradient_ratios(pc: dict, bp: dict) -> None:
+    """|g_BP| / |g_PC| at initialisation on the first minibatch, per seed, and PC's per-layer profile (largest 1)."""
+    g_pc, g_bp = np.asarray(pc["first_grad_layers"]), np.asarray(bp["first_grad_layers"])
+    pc["grad_ratio"] = np.linalg.norm(g_bp, axis=1) / np.linalg.norm(g_pc, axis=1)
+    pc["pc_layer_norms"] = g_pc / g_pc.max(axis=1, keepdims=True)
 
 
 def draw(result: dict, fig: Any) -> None:
@@ -225,12 +221,14 @@ def mupc_depth(size: str = "chapter") -> dict:
     widths = [x.shape[1]] + [N] * (L - 1) + [y.shape[1]]
     runs = {m: _train(m, widths, x, y, xt, yt, idx, MUPC_LRS if m.startswith("mupc") else SP_LRS, seeds, L)
             for m in METHODS}
-    transfer = {}
+    for param in ("mupc", "sp"):
+        _gradient_ratios(runs[f"{param}_pc"], runs[f"{param}_bp"])
+    transfer, keep = {}, ("lrs", "final_loss", "scores", "best_lr", "diverged", "layers_reached")
     for n, l in cfg["transfer"]:
         w = [x.shape[1]] + [n] * (l - 1) + [y.shape[1]]
         r = _train("mupc_pc", w, x, y, xt, yt, idx, MUPC_LRS, seeds, l)
-        transfer[n, l] = {k: r[k] for k in ("lrs", "final_loss", "scores", "best_lr", "diverged")}
-    transfer[N, L] = {k: runs["mupc_pc"][k] for k in ("lrs", "final_loss", "scores", "best_lr", "diverged")}
+        transfer[n, l] = {k: r[k] for k in keep}
+    transfer[N, L] = {k: runs["mupc_pc"][k] for k in keep}
     transfer = {f"N={n}, L={l}": dict(r, width=n, depth=l)
                 for (n, l), r in sorted(transfer.items(), key=lambda kv: (kv[0][1], kv[0][0]))}
     # the rate tuned on the narrowest shallowest net, used on every other: its final loss against the best there
