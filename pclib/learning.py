@@ -164,6 +164,8 @@ def train(
     loss before each update). ``callback(iteration, params)``, if given, runs after every update.
     The optimiser defaults to SGD with learning rate 0.1. A PC step whose inference diverges
     raises :class:`pclib.inference.InferenceDivergedError`.
+    ``param="mupc"`` trains the μPC network of :func:`pclib.init_mupc` (its scaled residual predictions, for both
+    methods).
     """
     check_params(params)
     check_param(param, params)

@@ -37,6 +37,19 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
     check_ch02(json.loads((folder / "ch02_pc_vs_bp.json").read_text())["result"],
                json.loads((folder / "ch02_linear_runs.json").read_text())["result"])
     check_ch03(json.loads((folder / "ch03_precision_sweeps.json").read_text())["result"])
+    depth = json.loads((folder / "ch06_mupc_depth.json").read_text())["result"]
+    S, U = len(depth["seeds"]), depth["updates"]
+    assert set(depth["runs"]) == {"mupc_pc", "mupc_bp", "sp_pc", "sp_bp"}
+    for r in depth["runs"].values():
+        assert np.asarray(r["losses"]).shape == (S, U) and np.all(np.isfinite(r["losses"]))
+        assert np.asarray(r["scores"]).shape == (S, len(r["lrs"])) and r["best_lr"] in r["lrs"]
+        assert all(0.0 <= a <= 1.0 for a in r["test_accuracy"])
+    for m in ("mupc_pc", "sp_pc"):
+        start, end = np.asarray(depth["runs"][m]["residual_start"]), np.asarray(depth["runs"][m]["residual_end"])
+        assert start.shape == end.shape == (S, U) and np.all(end < start)  # inference lowered every update's residual
+        assert np.asarray(depth["runs"][m]["pc_layer_norms"]).shape == (S, depth["depth"])
+        assert all(1 <= k <= depth["depth"] for k in depth["runs"][m]["layers_reached"])
+    assert list(depth["transfer"]) == ["N=8, L=4", "N=8, L=6"]
     capsys.readouterr()
     assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04"]) == 0  # resumes: nothing re-runs
     assert "done already" in capsys.readouterr().out
@@ -54,7 +67,9 @@ def test_bad_names_and_sizes_are_refused():
 def test_chapters_paper_scale_branches_call_the_scale_experiments():
     """No second copy of an experiment: where a chapter has a registered experiment, its cells call it."""
     for exp in scale.REGISTRY.values():
-        chapter = next((ROOT / "book" / "chapters").glob(f"{exp.chapter}_*.md")).read_text()
+        paths = sorted((ROOT / "book" / "chapters").glob(f"{exp.chapter}_*.md"))
+        assert paths, f"{exp.name} is registered for {exp.chapter}, which has no chapter in book/chapters"
+        chapter = paths[0].read_text()
         fn = exp.run.__name__
         assert re.search(rf"\b{fn}\(", chapter), f"{exp.chapter} does not call pclib.scale's {fn}"
 
