@@ -33,8 +33,8 @@ from __future__ import annotations
 from typing import Any
 
 from .depth import (
-    activity_spectrum, chain_lambda_min_bound, error_operator, euler_residuals, euler_steps_to, expected_output_covariance,
-    expected_square_norms, fixed_time_profile, leading_order_errors, mupc_effective_weights, path_eigenvalues,
+    activity_spectrum, chain_lambda_min_bound, energy_loss_ratio, error_operator, euler_residuals, euler_steps_to,
+    expected_output_covariance, expected_square_norms, fixed_time_profile, leading_order_errors, mupc_effective_weights, path_eigenvalues,
     standard_scales,
 )
 from .descent import loss_descent_rate, marginal_residual
@@ -80,7 +80,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LowRankLimit", "fixed_prediction_errors", "leaky_output_network", "least_squares_loss", "linear_log_likelihood",
     "low_rank_limits",
-    "activity_spectrum", "chain_lambda_min_bound", "error_operator", "euler_residuals", "euler_steps_to", "expected_output_covariance",
+    "activity_spectrum", "chain_lambda_min_bound", "energy_loss_ratio", "error_operator", "euler_residuals", "euler_steps_to",
+    "expected_output_covariance",
     "expected_square_norms", "fixed_time_profile", "leading_order_errors", "mupc_effective_weights", "path_eigenvalues",
     "standard_scales",
     "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "blog_weight_gradient", "cosine", "energy_grid", "equilibrated_energy",

@@ -173,6 +173,21 @@ def chain_lambda_min_bound(params: Params, u: Array) -> float:
     return float(np.linalg.eigvalsh(s[:, None] * A * s[None, :])[0])
 
 
+def _modes(H: Array, g0: Array) -> tuple[np.ndarray, np.ndarray]:
+    r"""Eigenvalues of ``H`` and the squared weights $w_i = \sum_n (q_i^\top g_{0,n})^2$ of ``g0`` on its eigenvectors."""
+    lam, Q = np.linalg.eigh(np.asarray(H, np.float64))
+    return lam, np.sum((np.asarray(g0, np.float64) @ Q) ** 2, axis=0)
+
+
+def _residuals(lam: np.ndarray, w: np.ndarray, ks: Sequence[int], dt: float) -> np.ndarray:
+    ks = np.asarray(ks, np.float64)
+    with np.errstate(divide="ignore"):
+        logs = (2.0 * ks[:, None] * np.log(np.maximum(np.abs(1.0 - dt * lam), 1e-300))[None, :]
+                + np.log(np.maximum(w, 1e-300))[None, :])
+    m = logs.max(axis=1, keepdims=True)
+    return np.sqrt(np.exp(m[:, 0]) * np.exp(logs - m).sum(axis=1) / w.sum())
+
+
 def euler_residuals(H: Array, g0: Array, ks: Sequence[int], *, dt: float) -> np.ndarray:
     r"""Relative residuals $\lVert g_k\rVert / \lVert g_0\rVert$ of Euler's method on a quadratic with Hessian $H$
     after each of ``ks`` steps of size ``dt``, exactly: $g_k = (I - \mathrm dt\,H)^kg_0$ for the gradient
@@ -180,28 +195,22 @@ def euler_residuals(H: Array, g0: Array, ks: Sequence[int], *, dt: float) -> np.
     $\lVert g_k\rVert^2 = \sum_i(1 - \mathrm dt\,\lambda_i)^{2k}w_i$. ``g0`` is ``(N, D)``: the activity gradients at
     the start, all hidden layers concatenated. For $0 < \mathrm dt \le 2/(\lambda_{\min} + \lambda_{\max})$ the
     residual falls monotonically, at least as fast as $\big((\kappa - 1)/(\kappa + 1)\big)^k$ at the largest such step."""
-    lam, Q = np.linalg.eigh(np.asarray(H, np.float64))
-    w = np.sum((np.asarray(g0, np.float64) @ Q) ** 2, axis=0)
-    ks = np.asarray(ks, np.float64)
-    rate = np.abs(1.0 - dt * lam)
-    with np.errstate(divide="ignore"):
-        logs = 2.0 * ks[:, None] * np.log(np.maximum(rate, 1e-300))[None, :] + np.log(np.maximum(w, 1e-300))[None, :]
-    m = logs.max(axis=1, keepdims=True)
-    return np.sqrt(np.exp(m[:, 0]) * np.exp(logs - m).sum(axis=1) / w.sum())
+    return _residuals(*_modes(H, g0), ks, dt)
 
 
 def euler_steps_to(H: Array, g0: Array, *, tol: float, dt: float, max_steps: int = 10**8) -> int:
     r"""The number of Euler steps of size ``dt`` after which the relative residual (:func:`euler_residuals`)
     first falls below ``tol``, by bisection (the residual is monotone for $\mathrm dt \le 2/(\lambda_{\min} +
-    \lambda_{\max})$). Returns ``max_steps`` if it does not get there."""
+    \lambda_{\max})$). One eigendecomposition. Returns ``max_steps`` if it does not get there."""
+    lam, w = _modes(H, g0)
     lo, hi = 0, 1
-    while euler_residuals(H, g0, [hi], dt=dt)[0] >= tol:
+    while _residuals(lam, w, [hi], dt)[0] >= tol:
         lo, hi = hi, 2 * hi
         if hi > max_steps:
             return max_steps
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if euler_residuals(H, g0, [mid], dt=dt)[0] >= tol else (lo, mid)
+        lo, hi = (mid, hi) if _residuals(lam, w, [mid], dt)[0] >= tol else (lo, mid)
     return hi
 
 
@@ -263,6 +272,25 @@ def expected_output_covariance(widths: Sequence[int], scales: Sequence[float], *
     for ell in range(2, L + 1):  # the product M_{L-1} ... M_ell acting on R^{d_{ell-1}}
         total += widths[ell - 1] * float(np.prod(g[ell - 1:L - 1]))
     return 1.0 + scales[L - 1] ** 2 * total
+
+
+def energy_loss_ratio(params: Params, x: Array, y: Array) -> float:
+    r"""$\mathcal F^*/\mathcal L$ for a bias-free *linear* PCN: $\operatorname{tr}(S^{-1}\Sigma_{rr})/\operatorname{tr}\Sigma_{rr}$,
+    the closed form of :func:`pclib.theory.equilibrated_energy` divided by the MSE, in NumPy (no compilation per
+    shape, for sweeps over many widths and depths). It lies in $[1/\lambda_{\max}(S), 1/\lambda_{\min}(S)]$."""
+    check_params(params)
+    M = [np.asarray(p["W"], np.float64) for p in params]
+    out = np.asarray(x, np.float64).T
+    for Ml in M:
+        out = Ml @ out
+    r = np.asarray(y, np.float64).T - out
+    P = np.eye(M[-1].shape[0])
+    S = P.copy()
+    for Ml in M[:0:-1]:  # P = M_L ... M_l, l = L..2
+        P = P @ Ml
+        S += P @ P.T
+    Srr = r @ r.T
+    return float(np.trace(np.linalg.solve(S, Srr)) / np.trace(Srr))
 
 
 def standard_scales(widths: Sequence[int]) -> tuple[float, ...]:
