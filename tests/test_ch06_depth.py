@@ -289,3 +289,10 @@ def test_explorable_data_is_pclib():
     assert abs(lim["mupc"][2] - float(theory.equilibrated_energy(mupc, jnp.asarray(x), jnp.asarray(y))
                                       / pclib.mse_loss(mupc, jnp.asarray(x), jnp.asarray(y), act="linear"))) < 1e-10
     assert np.allclose(lim["std_pred"], 0.25)
+
+
+def test_numpy_activity_hessian_is_pclibs():
+    for seed, widths in enumerate(([4, 6, 5, 3], [3, 5, 5, 5, 2], [2, 7, 4], [3, 4, 2])):
+        params, _, _ = pclib.random_problem(seed, widths, act="linear")
+        assert np.allclose(theory.activity_hessian_np(params), np.asarray(theory.linear_activity_hessian(params)),
+                           atol=1e-14)

@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from .depth import (
-    activity_spectrum, chain_lambda_min_bound, energy_loss_ratio, error_operator, euler_residuals, euler_steps_to,
+    activity_hessian_np, activity_spectrum, chain_lambda_min_bound, energy_loss_ratio, error_operator, euler_residuals, euler_steps_to,
     expected_output_covariance, expected_square_norms, fixed_time_profile, leading_order_errors, mupc_effective_weights, path_eigenvalues,
     standard_scales,
 )
@@ -80,7 +80,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LowRankLimit", "fixed_prediction_errors", "leaky_output_network", "least_squares_loss", "linear_log_likelihood",
     "low_rank_limits",
-    "activity_spectrum", "chain_lambda_min_bound", "energy_loss_ratio", "error_operator", "euler_residuals", "euler_steps_to",
+    "activity_hessian_np", "activity_spectrum", "chain_lambda_min_bound", "energy_loss_ratio", "error_operator", "euler_residuals", "euler_steps_to",
     "expected_output_covariance",
     "expected_square_norms", "fixed_time_profile", "leading_order_errors", "mupc_effective_weights", "path_eigenvalues",
     "standard_scales",

@@ -113,25 +113,34 @@ def path_eigenvalues(n: int) -> np.ndarray:
     return 2.0 - 2.0 * np.cos((2 * k - 1) * np.pi / (2 * n + 1))
 
 
-def activity_spectrum(params: Params) -> np.ndarray:
-    r"""All eigenvalues (ascending) of the activity Hessian $H$ of a *linear* PCN (unit precisions), from its band.
-
-    $H$ is block-tridiagonal (:func:`pclib.theory.linear_activity_hessian`): with hidden widths at most $N$ its
-    bandwidth is below $2N$, so LAPACK's banded solver (:func:`scipy.linalg.eig_banded`) costs
-    $O(n N^2)$ for $n = d_1 + \dots + d_{L-1}$ instead of the $O(n^3)$ of a dense one: a second rather than minutes
-    for 32 layers of width 64. Built with NumPy (nothing is compiled per shape)."""
-    from scipy.linalg import eig_banded
-
+def activity_hessian_np(params: Params) -> np.ndarray:
+    r"""The activity Hessian $H$ of a *linear* PCN with unit precisions, as a NumPy array: the same matrix as
+    :func:`pclib.theory.linear_activity_hessian` (diagonal blocks $I + M_{l+1}^\top M_{l+1}$, off-diagonal blocks
+    $-M_{l+1}$ and its transpose), built on the host, so a new depth or width compiles nothing."""
     check_params(params)
     M = [np.asarray(p["W"], np.float64) for p in params]
     dims = [m.shape[0] for m in M[:-1]]
-    offs = np.concatenate([[0], np.cumsum(dims)])
-    n = int(offs[-1])
-    H = np.zeros((n, n))
-    for i in range(len(dims)):  # hidden layer i + 1: I + M_{i+2}^T M_{i+2} on the diagonal, -M_{i+2} below it
+    offs = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+    H = np.zeros((offs[-1], offs[-1]))
+    for i in range(len(dims)):  # hidden layer i + 1
         H[offs[i]:offs[i + 1], offs[i]:offs[i + 1]] = np.eye(dims[i]) + M[i + 1].T @ M[i + 1]
         if i + 1 < len(dims):
             H[offs[i + 1]:offs[i + 2], offs[i]:offs[i + 1]] = -M[i + 1]
+            H[offs[i]:offs[i + 1], offs[i + 1]:offs[i + 2]] = -M[i + 1].T
+    return H
+
+
+def activity_spectrum(params: Params) -> np.ndarray:
+    r"""All eigenvalues (ascending) of the activity Hessian $H$ of a *linear* PCN (unit precisions), from its band.
+
+    $H$ is block-tridiagonal (:func:`activity_hessian_np`): with hidden widths at most $N$ its bandwidth is below
+    $2N$, so LAPACK's banded solver (:func:`scipy.linalg.eig_banded`) costs $O(n N^2)$ for $n = d_1 + \dots + d_{L-1}$
+    instead of the $O(n^3)$ of a dense one: a second rather than minutes for 32 layers of width 64."""
+    from scipy.linalg import eig_banded
+
+    H = activity_hessian_np(params)
+    dims = [int(p["W"].shape[0]) for p in params[:-1]]
+    n = H.shape[0]
     u = max((dims[i] + dims[i + 1] - 1 for i in range(len(dims) - 1)), default=dims[0] - 1)
     band = np.zeros((u + 1, n))
     for k in range(u + 1):
