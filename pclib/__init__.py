@@ -13,12 +13,12 @@ from .energy import (
 )
 from .inference import Inference, InferenceDivergedError, NotConvergedError, WarmStartError, infer
 from .learning import bp_grads, make_step, pc_grads, train
-from .model import ACTIVATIONS, forward, get_activation, init_mlp, predict, random_problem
+from .model import ACTIVATIONS, PARAMS, forward, get_activation, init_mlp, init_mupc, mupc_scales, predict, random_problem
 
 __all__ = [
-    "ACTIVATIONS", "Inference", "InferenceDivergedError", "bp_grads", "energy", "energy_decomposition",
-    "errors", "forward", "get_activation", "infer", "init_mlp", "layer_energies", "layer_energy_trace", "make_step",
-    "mse_loss", "NotConvergedError", "pc_grads", "predict", "predictions", "random_problem", "sample_energies", "train",
+    "ACTIVATIONS", "PARAMS", "Inference", "InferenceDivergedError", "bp_grads", "energy", "energy_decomposition",
+    "errors", "forward", "get_activation", "infer", "init_mlp", "init_mupc", "layer_energies", "layer_energy_trace", "make_step",
+    "mse_loss", "mupc_scales", "NotConvergedError", "pc_grads", "predict", "predictions", "random_problem", "sample_energies", "train",
     "WarmStartError",
 ]
 __version__ = "0.2.0"

@@ -38,8 +38,9 @@ from .equilibria import euler_dt
 from .escape import normalize_updates
 from .inference import METHODS as METHODS_INFER
 from .inference import infer
+from .mupc import euler_dt as mupc_euler_dt
 from .learning import _bp_grads, _pc_grads, minibatch_stream, run_score
-from .model import Activation, Array, Params, check_data, check_params
+from .model import Activation, Array, Params, check_data, check_param, check_params
 
 MODES = ("tuned", "matched")
 SELECT = ("mean", "per_seed")
@@ -159,7 +160,7 @@ def _optimizer(optimizer: Callable[[Any], optax.GradientTransformation], lr: Any
 
 @lru_cache(maxsize=32)
 def _runner(method: str, optimizer: Callable, *, act: Activation, out_act: Activation, steps: int, dt: float,
-            solver: str, tol: float | None) -> Callable:
+            solver: str, tol: float | None, param: str = "standard") -> Callable:
     """One compiled function that trains every (seed, rate) pair at once (vmapped over a stacked
     ``params0``, the rates and each pair's minibatch rows ``idx``, so ``x[idx[t]]`` is update $t$'s batch);
     returns (final params, losses, update lengths, diverged flags, the largest inference residual over
@@ -172,17 +173,17 @@ def _runner(method: str, optimizer: Callable, *, act: Activation, out_act: Activ
         def body(carry, rows):
             p, state, bad, worst = carry
             xb, yb = x[rows], y[rows]
-            loss = _mse_loss(p, xb, yb, act=act, out_act=out_act)
+            loss = _mse_loss(p, xb, yb, act=act, out_act=out_act, param=param)
             if method == "bp":
-                g = _bp_grads(p, xb, yb, act=act, out_act=out_act)
+                g = _bp_grads(p, xb, yb, act=act, out_act=out_act, param=param)
             else:
                 pi = as_precisions(precisions, len(p), xb.dtype)
                 res = infer(p, xb, yb, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False,
-                            method=solver, tol=tol)
+                            method=solver, tol=tol, param=param)
                 e = res.energies
                 bad = bad | ~jnp.all(jnp.isfinite(e)) | (jnp.max(e) > 2.0 * e[0] + 1e-8)
                 worst = jnp.maximum(worst, res.residual.astype(worst.dtype))
-                g = _pc_grads(p, res.activities, pi, act=act, out_act=out_act)
+                g = _pc_grads(p, res.activities, pi, act=act, out_act=out_act, param=param)
             updates, state = opt.update(g, state, p)
             return (optax.apply_updates(p, updates), state, bad, worst), (loss, _global_norm(updates))
 
@@ -194,7 +195,8 @@ def _runner(method: str, optimizer: Callable, *, act: Activation, out_act: Activ
     return jax.jit(jax.vmap(run_one, in_axes=(0, 0, None, None, None, None, 0)))
 
 
-def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-8, chunk=250, max_steps=40_000):
+def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-8, chunk=250, max_steps=40_000,
+                 param="standard"):
     r"""PC's inference equilibrium (both ends clamped), returning (activities, residual) with the
     residual relative to the feedforward pass's (see :func:`_residual`).
 
@@ -205,12 +207,13 @@ def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-
     $\mathrm dt = 0.5 / \max_l(\pi_l + \pi_{l+1}\lVert W_{l+1}\rVert_2^2)$; a chunk that lowers the
     energy is kept and the step grows by half, one that raises it is undone and the step halves. It
     stops when the residual is below ``tol``, when four kept chunks in a row fail to halve the best
-    residual (the floor of the float type, or ReLU's kinks), or after ``max_steps``.
+    residual (the floor of the float type, or ReLU's kinks), or after ``max_steps``. With ``param="mupc"`` the
+    step starts at :func:`pclib.mupc.euler_dt`.
     """
     pi = np.asarray(as_precisions(precisions, len(params), params[0]["W"].dtype), np.float64)
     if len(params) == 1:  # no hidden layer: the clamped activities are the equilibrium
-        return infer(params, x, y, act=act, out_act=out_act, steps=0).activities, 0.0
-    opts = dict(act=act, out_act=out_act, precisions=jnp.asarray(pi, params[0]["W"].dtype))
+        return infer(params, x, y, act=act, out_act=out_act, steps=0, param=param).activities, 0.0
+    opts = dict(act=act, out_act=out_act, precisions=jnp.asarray(pi, params[0]["W"].dtype), param=param)
     start = infer(params, x, y, steps=0, init=init, **opts)
     scale = float(start.residual)
     zs = start.activities
@@ -220,7 +223,7 @@ def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-
         if np.all(np.isfinite(e)) and e[-1] <= e[0]:
             zs = newton.activities
     res = best = float(_residual(params, zs, **opts))
-    dt = euler_dt(params, pi)
+    dt = euler_dt(params, pi) if param == "standard" else mupc_euler_dt(params, pi)
     done, stalls = 0, 0
     while done < max_steps and stalls < 4 and res > tol:
         run = infer(params, x, y, steps=chunk, dt=dt, init=zs, check=False, **opts)
@@ -236,24 +239,24 @@ def _equilibrium(params, x, y, *, act, out_act, precisions, init="ffwd", tol=1e-
     return zs, res
 
 
-def _activity_gradient_norm(params, zs, *, act, out_act, precisions):
+def _activity_gradient_norm(params, zs, *, act, out_act, precisions, param="standard"):
     def total(hidden):
         return jnp.sum(_sample_layer_energies(params, [zs[0], *hidden, zs[-1]], act=act, out_act=out_act,
-                                              precisions=precisions))
+                                              precisions=precisions, param=param))
     return _global_norm(jax.grad(total)(list(zs[1:-1])))
 
 
-@partial(jax.jit, static_argnames=("act", "out_act"))
-def _residual(params, zs, *, act, out_act, precisions):
+@partial(jax.jit, static_argnames=("act", "out_act", "param"))
+def _residual(params, zs, *, act, out_act, precisions, param="standard"):
     r"""$\lVert\nabla_z F(z)\rVert / \lVert\nabla_z F(z_0)\rVert$ over the hidden layers, $z_0$ the feedforward pass."""
     from .model import forward
 
     if len(params) == 1:
         return jnp.zeros((), zs[0].dtype)
-    z0 = forward(params, zs[0], act=act, out_act=out_act)
+    z0 = forward(params, zs[0], act=act, out_act=out_act, param=param)
     z0[-1] = zs[-1]
-    num = _activity_gradient_norm(params, zs, act=act, out_act=out_act, precisions=precisions)
-    den = _activity_gradient_norm(params, z0, act=act, out_act=out_act, precisions=precisions)
+    num = _activity_gradient_norm(params, zs, act=act, out_act=out_act, precisions=precisions, param=param)
+    den = _activity_gradient_norm(params, z0, act=act, out_act=out_act, precisions=precisions, param=param)
     return num / den
 
 
@@ -284,6 +287,7 @@ def compare(
     equilibrium_tol: float | None = None,
     solver: str = "euler",
     tol: float | None = None,
+    param: str = "standard",
 ) -> Comparison:
     r"""Train PC and BP from the same initialisations on the same minibatches, each at its own best rate.
 
@@ -319,6 +323,8 @@ def compare(
     solver : PC's inference method, ``"euler"`` or ``"newton"`` (see :func:`pclib.infer`).
     tol : PC's inference tolerance for every update (``steps`` is then the cap), or ``None`` for
         exactly ``steps`` steps. The largest residual reached is reported as ``train_residual``.
+    param : the network's parameterisation, ``"standard"`` or ``"mupc"`` (:func:`pclib.model.mupc_predictors`),
+        for both methods (BP then trains the same scaled residual network).
 
     Returns
     -------
@@ -341,7 +347,8 @@ def compare(
     if equilibrium_tol is None:
         equilibrium_tol = 1e-8 if jnp.finfo(starts[0][0]["W"].dtype).bits >= 64 else 1e-5
     methods = ("pc", "bp")
-    opts = dict(act=act, out_act=out_act)
+    check_param(param, starts[0])
+    opts = dict(act=act, out_act=out_act, param=param)
     if solver not in METHODS_INFER:
         raise ValueError(f"unknown solver {solver!r}: use 'euler' (the paper's dynamics) or 'newton' (to a tolerance, fast)")
     if tol is not None and not float(tol) > 0:
@@ -429,22 +436,23 @@ def compare(
     )
 
 
-def _evaluate(params, x, y, *, act, out_act) -> tuple[float, float]:
+def _evaluate(params, x, y, *, act, out_act, param="standard") -> tuple[float, float]:
     """Test loss and arg-max accuracy (NaN for a single output)."""
-    loss = float(_mse_loss(params, x, y, act=act, out_act=out_act))
+    loss = float(_mse_loss(params, x, y, act=act, out_act=out_act, param=param))
     if y.shape[1] < 2:
         return loss, float("nan")
     from .model import predict
 
-    hit = jnp.argmax(predict(params, x, act=act, out_act=out_act), axis=1) == jnp.argmax(y, axis=1)
+    hit = jnp.argmax(predict(params, x, act=act, out_act=out_act, param=param), axis=1) == jnp.argmax(y, axis=1)
     return loss, float(jnp.mean(hit))
 
 
-def _diagnostics(params, xb, yb, *, act, out_act, steps, dt, precisions, tol, solver="euler", inference_tol=None) -> dict:
+def _diagnostics(params, xb, yb, *, act, out_act, steps, dt, precisions, tol, solver="euler", inference_tol=None,
+                 param="standard") -> dict:
     """Gradient-norm ratios and PC's distance from equilibrium at ``params``, on one minibatch."""
     from .learning import bp_grads, pc_grads
 
-    opts = dict(act=act, out_act=out_act)
+    opts = dict(act=act, out_act=out_act, param=param)
     pi = as_precisions(precisions, len(params), params[0]["W"].dtype)
     zs_T = infer(params, xb, yb, steps=steps, dt=dt, precisions=pi, check=False, method=solver, tol=inference_tol,
                  **opts).activities

@@ -19,6 +19,9 @@ The energy splits as $\mathcal F = \mathcal L(z) + \tilde E$ with $\mathcal L(z)
 layer's term and $\tilde E$ the hidden layers' terms (Millidge et al. 2022, Eq. 12). With the
 output clamped to $y$ and $\pi_L = 1$, $\mathcal L(z)$ is the loss of the prediction made
 from $z_{L-1}$; at the feedforward pass it equals the backprop loss.
+
+Every function here takes ``param``: ``"standard"`` (the predictions above) or ``"mupc"``, the scaled residual
+predictions of μPC (:func:`pclib.model.mupc_predictors`) in the same energy.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .model import (
-    Activation, Array, Params, check_data, check_params, layer_activations, preactivation, static_options, widths_of,
+    Activation, Array, Params, check_data, check_param, check_params, layer_activations, mupc_predictors, preactivation,
+    static_options, widths_of,
 )
 
-_STATIC = ("act", "out_act")
+_STATIC = ("act", "out_act", "param")
 
 
 def _check_activities(params: Params, activities: Sequence[Array]) -> None:
@@ -178,15 +182,22 @@ def weighted_square(e: Array, p: Array) -> Array:
 
 
 def predictions(
-    params: Params, activities: Sequence[Array], *, act: Activation = "tanh", out_act: Activation = "linear"
+    params: Params, activities: Sequence[Array], *, act: Activation = "tanh", out_act: Activation = "linear",
+    param: str = "standard",
 ) -> list[Array]:
-    r"""Top-down predictions $\mu_l = f_l(W_l z_{l-1} + b_l)$ for $l = 1..L$."""
+    r"""Top-down predictions $\mu_l = f_l(W_l z_{l-1} + b_l)$ for $l = 1..L$ (``param="mupc"``: those of
+    :func:`pclib.model.mupc_predictors`)."""
+    check_param(param, params)
+    if param != "standard":
+        return [mu(layer, z) for layer, mu, z in zip(params, mupc_predictors(params, act=act, out_act=out_act),
+                                                     activities[:-1])]
     fs = layer_activations(len(params), act=act, out_act=out_act)
     return [f(preactivation(layer, z)) for layer, f, z in zip(params, fs, activities[:-1])]
 
 
-def _errors(params: Params, activities: Sequence[Array], *, act: Activation, out_act: Activation) -> list[Array]:
-    mus = predictions(params, activities, act=act, out_act=out_act)
+def _errors(params: Params, activities: Sequence[Array], *, act: Activation, out_act: Activation,
+            param: str = "standard") -> list[Array]:
+    mus = predictions(params, activities, act=act, out_act=out_act, param=param)
     return [z - mu for z, mu in zip(activities[1:], mus)]
 
 
@@ -194,16 +205,18 @@ _errors_jit = jax.jit(_errors, static_argnames=_STATIC)
 
 
 def errors(
-    params: Params, activities: Sequence[Array], *, act: Activation = "tanh", out_act: Activation = "linear"
+    params: Params, activities: Sequence[Array], *, act: Activation = "tanh", out_act: Activation = "linear",
+    param: str = "standard",
 ) -> list[Array]:
     r"""Prediction errors $\varepsilon_l = z_l - \mu_l$ for $l = 1..L$, each of shape ``(N, d_l)``.
 
     Compiled once per shape and activation (the checks run before, outside the compiled code).
     """
     check_params(params)
+    check_param(param, params)
     _check_activities(params, activities)
     fn = _errors_jit if static_options(act, out_act) else _errors
-    return fn(params, list(activities), act=act, out_act=out_act)
+    return fn(params, list(activities), act=act, out_act=out_act, param=param)
 
 
 def sample_layer_energies(
@@ -213,6 +226,7 @@ def sample_layer_energies(
     act: Activation = "tanh",
     out_act: Activation = "linear",
     precisions: Any = None,
+    param: str = "standard",
 ) -> Array:
     r"""Every sample's energy in every layer, $\frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$: shape ``(N, L)``.
 
@@ -223,12 +237,13 @@ def sample_layer_energies(
     :func:`layer_energies` averages it over samples and :func:`sample_energies` sums it over layers.
     """
     check_params(params)
+    check_param(param, params)
     _check_activities(params, activities)
-    return _sample_layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions)
+    return _sample_layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions, param=param)
 
 
-def _sample_layer_energies(params, activities, *, act, out_act, precisions):
-    eps = _errors(params, activities, act=act, out_act=out_act)
+def _sample_layer_energies(params, activities, *, act, out_act, precisions, param="standard"):
+    eps = _errors(params, activities, act=act, out_act=out_act, param=param)
     if is_matrix_form(precisions):
         Ps = precision_matrices(precisions, widths_of(params))
         return jnp.stack([weighted_square(e, P.astype(e.dtype)) for e, P in zip(eps, Ps)], axis=1)
@@ -239,7 +254,7 @@ def _sample_layer_energies(params, activities, *, act, out_act, precisions):
 def layer_energies(params: Params, activities: Sequence[Array], **options: Any) -> Array:
     r"""Per-layer energies $\frac1N\sum_i \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(L,)``.
 
-    Keyword options (``act``, ``out_act``, ``precisions``) as in :func:`sample_layer_energies`.
+    Keyword options (``act``, ``out_act``, ``precisions``, ``param``) as in :func:`sample_layer_energies`.
     """
     return jnp.mean(sample_layer_energies(params, activities, **options), axis=0)
 
@@ -247,7 +262,7 @@ def layer_energies(params: Params, activities: Sequence[Array], **options: Any) 
 def sample_energies(params: Params, activities: Sequence[Array], **options: Any) -> Array:
     r"""Each sample's own energy $F_i = \sum_l \frac{\pi_l}{2}\lVert\varepsilon_{l,i}\rVert^2$, shape ``(N,)``.
 
-    Keyword options (``act``, ``out_act``, ``precisions``) as in :func:`sample_layer_energies`.
+    Keyword options (``act``, ``out_act``, ``precisions``, ``param``) as in :func:`sample_layer_energies`.
     """
     return jnp.sum(sample_layer_energies(params, activities, **options), axis=1)
 
@@ -259,17 +274,19 @@ def layer_energy_trace(
     act: Activation = "tanh",
     out_act: Activation = "linear",
     precisions: Any = None,
+    param: str = "standard",
 ) -> Array:
     """:func:`layer_energies` at every step of a recorded trajectory (``infer(..., record=True)``):
     shape ``(T, L)``."""
-    return jax.vmap(lambda zs: layer_energies(params, zs, act=act, out_act=out_act, precisions=precisions))(
+    return jax.vmap(lambda zs: layer_energies(params, zs, act=act, out_act=out_act, precisions=precisions,
+                                              param=param))(
         list(trajectory)
     )
 
 
-def _energy(params, activities, precisions, *, act, out_act):
+def _energy(params, activities, precisions, *, act, out_act, param="standard"):
     return jnp.sum(jnp.mean(_sample_layer_energies(params, activities, act=act, out_act=out_act,
-                                                   precisions=precisions), axis=0))
+                                                   precisions=precisions, param=param), axis=0))
 
 
 _energy_jit = jax.jit(_energy, static_argnames=_STATIC)
@@ -282,16 +299,18 @@ def energy(
     act: Activation = "tanh",
     out_act: Activation = "linear",
     precisions: Any = None,
+    param: str = "standard",
 ) -> Array:
     r"""The energy $\mathcal F = \frac1N\sum_i F_i$ (a scalar).
 
     Compiled once per shape and activation; ``precisions`` is an argument, not a compile-time constant.
     """
     check_params(params)
+    check_param(param, params)
     _check_activities(params, activities)
     pi = precision_argument(precisions, params)
     fn = _energy_jit if static_options(act, out_act) else _energy
-    return fn(params, list(activities), pi, act=act, out_act=out_act)
+    return fn(params, list(activities), pi, act=act, out_act=out_act, param=param)
 
 
 def energy_decomposition(
@@ -301,31 +320,40 @@ def energy_decomposition(
     act: Activation = "tanh",
     out_act: Activation = "linear",
     precisions: Any = None,
+    param: str = "standard",
 ) -> tuple[Array, Array]:
     r"""Split $\mathcal F = \mathcal L(z) + \tilde E$ (Millidge et al. 2022, Eq. 12).
 
     Returns ``(output_term, residual)``: the output layer's energy and the hidden layers' sum.
     """
-    e = layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions)
+    e = layer_energies(params, activities, act=act, out_act=out_act, precisions=precisions, param=param)
     return e[-1], jnp.sum(e[:-1])
 
 
 def mse_loss(
-    params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear"
+    params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear",
+    param: str = "standard",
 ) -> Array:
     r"""The backprop loss $\mathcal L = \frac1N\sum_i \frac12\lVert y_i - \hat y_i\rVert^2$.
 
     Compiled once per shape and activation (the checks run before, outside the compiled code).
     """
     check_params(params)
+    check_param(param, params)
     check_data(params, x, y)
     fn = _mse_loss_jit if static_options(act, out_act) else _mse_loss
-    return fn(params, x, y, act=act, out_act=out_act)
+    return fn(params, x, y, act=act, out_act=out_act, param=param)
 
 
-def _mse_loss(params: Params, x: Array, y: Array, *, act: Activation, out_act: Activation) -> Array:
+def _mse_loss(params: Params, x: Array, y: Array, *, act: Activation, out_act: Activation,
+              param: str = "standard") -> Array:
     """:func:`mse_loss` without the checks, for use inside compiled code."""
     z = jnp.asarray(x)
+    if param != "standard":
+        check_param(param, params)
+        for layer, mu in zip(params, mupc_predictors(params, act=act, out_act=out_act)):
+            z = mu(layer, z)
+        return 0.5 * jnp.sum((jnp.asarray(y) - z) ** 2) / z.shape[0]
     for layer, f in zip(params, layer_activations(len(params), act=act, out_act=out_act)):
         z = f(preactivation(layer, z))
     return 0.5 * jnp.sum((jnp.asarray(y) - z) ** 2) / z.shape[0]
@@ -344,6 +372,7 @@ def energy_gradient_split(
     act: Activation = "tanh",
     out_act: Activation = "linear",
     precisions: Any = None,
+    param: str = "standard",
 ) -> tuple[list[Array], list[Array]]:
     r"""The activity gradients of the two parts of $\mathcal F = \mathcal L(z) + \tilde E$ (Eq. 12 of
     Millidge et al. 2022), in the hidden layers $z_1, \dots, z_{L-1}$.
@@ -363,7 +392,7 @@ def energy_gradient_split(
 
     def parts(hidden):
         full = [ends[0], *hidden, ends[1]]
-        out, res = energy_decomposition(params, full, act=act, out_act=out_act, precisions=precisions)
+        out, res = energy_decomposition(params, full, act=act, out_act=out_act, precisions=precisions, param=param)
         return n * out, n * res
 
     hidden = list(activities[1:-1])

@@ -21,7 +21,8 @@ from .energy import _errors, as_precisions, is_matrix_form, precision_matrices, 
 from .inference import (
     DEFAULT_MAX_STEPS, METHODS, InferenceDivergedError, NotConvergedError, infer, not_converged_message,
 )
-from .model import Activation, Array, Params, check_data, check_params, forward, widths_of
+from .model import Activation, Array, Params, check_data, check_param, check_params, forward, mupc_effective_params, widths_of
+from .mupc import euler_dt as mupc_euler_dt
 from .theory.linear import linear_equilibrium
 
 Tolerance = Union[float, str, None]
@@ -86,6 +87,7 @@ def equilibrium(
     method: str = "newton",
     dt: float | None = None,
     init: Any = "ffwd",
+    param: str = "standard",
 ) -> list[Array]:
     r"""The inference equilibrium with both ends clamped: the closed form for linear networks
     (:func:`linear_equilibrium`), otherwise :func:`pclib.infer` run until every sample's activity
@@ -104,6 +106,9 @@ def equilibrium(
     dt : Euler's step; ``None`` takes $\mathrm dt = 0.5 / \max_l (\pi_l + \pi_{l+1}\lVert W_{l+1}\rVert_2^2)$,
         a bound on the largest curvature of a Gauss-Newton energy (tanh' <= 1).
     init : where to start: ``"ffwd"`` or a previous equilibrium's activities (a warm start).
+    param : ``"standard"`` or ``"mupc"``; a linear μPC network is the standard linear network of
+        :func:`pclib.model.mupc_effective_params` (same energy), so it too has the closed form; ``dt=None``
+        then takes :func:`pclib.mupc.euler_dt`.
 
     Raises
     ------
@@ -111,8 +116,10 @@ def equilibrium(
         If the tolerance was not met within ``max_steps``; the message gives the residual reached and
         what to change.
     """
+    check_param(param, params)
     if act == "linear" and out_act == "linear":
-        return linear_equilibrium(params, x, y, precisions=precisions)
+        eff = params if param == "standard" else mupc_effective_params(params)
+        return linear_equilibrium(eff, x, y, precisions=precisions)
     check_params(params)
     cap = _cap(steps, max_steps, method)
     dtype = params[0]["W"].dtype
@@ -122,10 +129,10 @@ def equilibrium(
         pi = as_precisions(precisions, len(params), dtype)
     tol_f = _resolve_tol(tol, dtype, pi)
     if dt is None:
-        dt = euler_dt(params, pi)
+        dt = euler_dt(params, pi) if param == "standard" else mupc_euler_dt(params, pi)
     options = dict(steps=cap) if tol_f is None else dict(tol=tol_f, max_steps=cap)
     return infer(params, x, y, act=act, out_act=out_act, precisions=pi, dt=dt, init=init, method=method,
-                 **options).activities
+                 param=param, **options).activities
 
 
 def generalised_infer(

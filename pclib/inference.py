@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import solvers
+from . import mupc, solvers
 from .energy import _SCALAR_SHAPE_HELP, is_matrix_form, layer_precisions, precision_matrices, sample_energies, weighted_square
 from .model import (
-    Activation, Array, Params, check_data, check_params, forward, layer_activations, normal, preactivation, split_keys,
+    Activation, Array, Params, check_data, check_param, check_params, forward, layer_activations, normal, preactivation, split_keys,
     widths_of,
 )
 
@@ -110,6 +110,7 @@ def initial_activities(
     out_act: Activation = "linear",
     init: Union[str, Sequence[Array]] = "ffwd",
     key: Array | None = None,
+    param: str = "standard",
 ) -> list[Array]:
     """Activities at the start of inference; the clamped ends are set to ``x`` and ``y``.
 
@@ -119,7 +120,7 @@ def initial_activities(
     """
     if isinstance(init, str):
         if init == "ffwd":
-            zs = forward(params, x, act=act, out_act=out_act)
+            zs = forward(params, x, act=act, out_act=out_act, param=param)
         elif init == "zeros":
             zs = [x] + [jnp.zeros((x.shape[0], layer["W"].shape[0]), x.dtype) for layer in params]
         elif init == "normal":
@@ -145,7 +146,7 @@ def free_layers(n_layers: int, *, clamp_input: bool, clamp_output: bool) -> tupl
     return tuple(range(first, last + 1))
 
 
-def _energies_of_free(params, zs, pi, *, act, out_act, free):
+def _energies_of_free(params, zs, pi, *, act, out_act, free, param="standard"):
     r"""``(total, per_sample, diagonal)``: $\sum_i F_i$, $F_i$ and a positive approximation of the
     diagonal of $F_i$'s Hessian, as functions of the free activities.
 
@@ -154,7 +155,10 @@ def _energies_of_free(params, zs, pi, *, act, out_act, free):
     and transposed errors of layers $2..L$ (the cost floor of :mod:`pclib.bench`). Its energy term
     $\frac{\pi_1}{2}\lVert z_1 - \mu_1\rVert^2$ and the energy of the sub-network above layer 1 add
     up to the full energy, so the gradients are exactly those of :func:`pclib.sample_energies`.
+    ``param="mupc"``: :func:`pclib.mupc.energies_of_free`.
     """
+    if param != "standard":
+        return mupc.energies_of_free(params, zs, pi, act=act, out_act=out_act, free=free)
     f1 = layer_activations(len(params), act=act, out_act=out_act)[0]
     mu1 = None if 0 in free else f1(preactivation(params[0], zs[0]))
 
@@ -213,19 +217,20 @@ def _energies_of_free(params, zs, pi, *, act, out_act, free):
 
 
 @partial(jax.jit, static_argnames=("act", "out_act", "init", "clamp_input", "free", "method", "steps", "use_tol",
-                                   "record"))
+                                   "record", "param"))
 def _run(params, x, y, warm, key, dt, precisions, tol, *, act, out_act, init, clamp_input, free, method, steps,
-         use_tol, record):
+         use_tol, record, param="standard"):
     """The whole of :func:`infer` after validation: start, solve, residual. One compiled program per
     shape and option set; ``dt``, ``tol``, the precisions and the data are traced."""
-    zs = initial_activities(params, x, y, act=act, out_act=out_act, init=init if warm is None else warm, key=key)
+    zs = initial_activities(params, x, y, act=act, out_act=out_act, init=init if warm is None else warm, key=key,
+                            param=param)
     if clamp_input:
         zs[0] = x
     dtype = zs[0].dtype
     pi = layer_precisions(precisions, len(params), dtype)
     dt = jnp.asarray(dt, dtype)
     tol = jnp.asarray(tol, dtype)
-    total, per_sample, diagonal = _energies_of_free(params, zs, pi, act=act, out_act=out_act, free=free)
+    total, per_sample, diagonal = _energies_of_free(params, zs, pi, act=act, out_act=out_act, free=free, param=param)
     free0 = [zs[i] for i in free]
     n = zs[0].shape[0]
     trajectory = None
@@ -336,6 +341,7 @@ def infer(
     tol: float | None = None,
     max_steps: int | None = None,
     method: str = "euler",
+    param: str = "standard",
 ) -> Inference:
     r"""Run PC inference: ``steps`` Euler steps of size ``dt`` on each sample's energy, or, with ``tol``,
     until every sample's gradient is below ``tol``.
@@ -367,6 +373,8 @@ def infer(
     method : ``"euler"`` (default: the dynamics of Millidge et al. 2022, Eq. 1) or ``"newton"``
         (line-search Newton–CG on every sample's energy, :func:`pclib.solvers.newton_until`: the same
         equilibrium, reached in a few iterations).
+    param : ``"standard"`` or ``"mupc"`` (the scaled residual predictions of :func:`pclib.model.mupc_predictors`,
+        also for the feedforward start).
 
     Returns
     -------
@@ -377,6 +385,7 @@ def infer(
     or precisions compile nothing new).
     """
     check_params(params)
+    check_param(param, params)
     check_data(params, x, y)
     x = x if isinstance(x, jax.Array) else jnp.asarray(x)
     y = y if y is None or isinstance(y, jax.Array) else jnp.asarray(y)
@@ -418,7 +427,8 @@ def infer(
         raise ValueError("init='normal' draws random activities: pass key=jax.random.key(seed)")
     elif init == "normal" and _is_concrete(key) and _is_concrete(x):
         # draw the start here: the compiled solve is then the warm start's, with no random-number code in it
-        warm, init, key = initial_activities(params, x, y, act=act, out_act=out_act, init="normal", key=key), None, None
+        warm, init, key = initial_activities(params, x, y, act=act, out_act=out_act, init="normal", key=key,
+                                             param=param), None, None
     if init != "normal":
         key = None  # only a random start reads the key: without it, every key shares one compiled program
     if is_matrix_form(precisions):
@@ -431,7 +441,7 @@ def infer(
     out, energies, trajectory, residual, taken, converged, inner = _run(
         params, x, y, warm, key, dt, precisions, tol if use_tol else 0.0,
         act=act, out_act=out_act, init=init, clamp_input=bool(clamp_input), free=free, method=method,
-        steps=int(cap), use_tol=use_tol, record=bool(record),
+        steps=int(cap), use_tol=use_tol, record=bool(record), param=param,
     )
     result = Inference(out, energies, trajectory, residual, taken, converged, inner)
     if check and _is_concrete(energies):

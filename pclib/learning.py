@@ -22,22 +22,24 @@ from tqdm.auto import tqdm
 from .data import batches
 from .energy import _check_activities, _energy, _mse_loss, as_precisions, precision_argument
 from .inference import check_energies, infer
-from .model import Activation, Array, Params, check_data, check_params, static_options
+from .model import Activation, Array, Params, check_data, check_param, check_params, static_options
 from .theory.util import cosine
 
 
-def _pc_grads(params: Params, activities: list, precisions: Any, *, act: Activation, out_act: Activation) -> Params:
+def _pc_grads(params: Params, activities: list, precisions: Any, *, act: Activation, out_act: Activation,
+              param: str = "standard") -> Params:
     """:func:`pc_grads` without the checks, for use inside compiled code."""
-    return jax.grad(lambda p: _energy(p, activities, precisions, act=act, out_act=out_act))(params)
+    return jax.grad(lambda p: _energy(p, activities, precisions, act=act, out_act=out_act, param=param))(params)
 
 
-def _bp_grads(params: Params, x: Array, y: Array, *, act: Activation, out_act: Activation) -> Params:
+def _bp_grads(params: Params, x: Array, y: Array, *, act: Activation, out_act: Activation,
+              param: str = "standard") -> Params:
     """:func:`bp_grads` without the checks, for use inside compiled code."""
-    return jax.grad(lambda p: _mse_loss(p, x, y, act=act, out_act=out_act))(params)
+    return jax.grad(lambda p: _mse_loss(p, x, y, act=act, out_act=out_act, param=param))(params)
 
 
-_pc_grads_jit = jax.jit(_pc_grads, static_argnames=("act", "out_act"))
-_bp_grads_jit = jax.jit(_bp_grads, static_argnames=("act", "out_act"))
+_pc_grads_jit = jax.jit(_pc_grads, static_argnames=("act", "out_act", "param"))
+_bp_grads_jit = jax.jit(_bp_grads, static_argnames=("act", "out_act", "param"))
 
 
 def pc_grads(
@@ -47,31 +49,36 @@ def pc_grads(
     act: Activation = "tanh",
     out_act: Activation = "linear",
     precisions: Any = None,
+    param: str = "standard",
 ) -> Params:
     r"""$\partial \mathcal F / \partial \theta$ at the given activities (same pytree as ``params``).
 
     Compiled once per shape and activation; the checks run before, outside the compiled code, and
     ``precisions`` is an argument (new precisions do not recompile): scalars, or matrix precisions as in
-    :func:`pclib.infer`. Works under an outer ``jit``, ``vmap`` or ``grad``.
+    :func:`pclib.infer`. Works under an outer ``jit``, ``vmap`` or ``grad``. ``param="mupc"``: the energy of
+    the μPC predictions (:func:`pclib.model.mupc_predictors`).
     """
     check_params(params)
+    check_param(param, params)
     _check_activities(params, activities)
     pi = precision_argument(precisions, params)
     fn = _pc_grads_jit if static_options(act, out_act) else _pc_grads
-    return fn(params, list(activities), pi, act=act, out_act=out_act)
+    return fn(params, list(activities), pi, act=act, out_act=out_act, param=param)
 
 
 def bp_grads(
-    params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear"
+    params: Params, x: Array, y: Array, *, act: Activation = "tanh", out_act: Activation = "linear",
+    param: str = "standard",
 ) -> Params:
     r"""Backprop gradients $\partial \mathcal L / \partial \theta$ of the mean squared error.
 
     Compiled once per shape and activation, like :func:`pc_grads`.
     """
     check_params(params)
+    check_param(param, params)
     check_data(params, x, y)
     fn = _bp_grads_jit if static_options(act, out_act) else _bp_grads
-    return fn(params, x, y, act=act, out_act=out_act)
+    return fn(params, x, y, act=act, out_act=out_act, param=param)
 
 
 class StepInfo(NamedTuple):
@@ -91,23 +98,27 @@ def make_step(
     steps: int = 20,
     dt: float = 0.1,
     precisions: Any = None,
+    param: str = "standard",
 ) -> Callable:
     """A compiled training step ``step(params, opt_state, x, y) -> (params, opt_state, StepInfo)``.
 
     ``method="pc"`` runs ``steps`` inference steps from the feedforward pass with the output
     clamped to ``y`` and applies the optimiser to :func:`pc_grads`; ``method="bp"`` applies it to
     :func:`bp_grads`. The step is compiled once per shape: new data of the same shape reuses it.
+    ``param`` (``"standard"`` or ``"mupc"``) sets the network's predictions, for both methods.
     """
     if method not in ("pc", "bp"):
         raise ValueError(f"unknown method {method!r}: use 'pc' (predictive coding) or 'bp' (backprop)")
+    check_param(param)
 
     def grads_and_info(params, x, y):
-        loss = _mse_loss(params, x, y, act=act, out_act=out_act)
+        loss = _mse_loss(params, x, y, act=act, out_act=out_act, param=param)
         if method == "bp":
-            return _bp_grads(params, x, y, act=act, out_act=out_act), StepInfo(loss, loss[None])
+            return _bp_grads(params, x, y, act=act, out_act=out_act, param=param), StepInfo(loss, loss[None])
         pi = as_precisions(precisions, len(params), x.dtype)
-        res = infer(params, x, y, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False)
-        g = _pc_grads(params, res.activities, pi, act=act, out_act=out_act)
+        res = infer(params, x, y, act=act, out_act=out_act, steps=steps, dt=dt, precisions=pi, check=False,
+                    param=param)
+        g = _pc_grads(params, res.activities, pi, act=act, out_act=out_act, param=param)
         return g, StepInfo(loss, res.energies)
 
     @jax.jit
@@ -145,6 +156,7 @@ def train(
     precisions: Any = None,
     progress: bool = True,
     callback: Callable[[int, Params], None] | None = None,
+    param: str = "standard",
 ) -> tuple[Params, dict]:
     """Train with PC or BP on ``(x, y)`` for ``epochs`` passes of shuffled minibatches.
 
@@ -154,10 +166,12 @@ def train(
     raises :class:`pclib.inference.InferenceDivergedError`.
     """
     check_params(params)
+    check_param(param, params)
     x, y = jnp.asarray(x), jnp.asarray(y)
     check_data(params, x, y)
     optimizer = optimizer if optimizer is not None else optax.sgd(0.1)
-    step = make_step(optimizer, method=method, act=act, out_act=out_act, steps=steps, dt=dt, precisions=precisions)
+    step = make_step(optimizer, method=method, act=act, out_act=out_act, steps=steps, dt=dt, precisions=precisions,
+                     param=param)
     opt_state = optimizer.init(params)
     history: dict[str, list] = {"loss": []}
     stream, n_batches = minibatch_stream(x, y, epochs=epochs, batch_size=batch_size, seed=seed)

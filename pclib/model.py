@@ -8,6 +8,10 @@ $$\mu_l = f_l(W_l z_{l-1} + b_l), \qquad l = 1, \dots, L,$$
 where $f_l$ is ``act`` for the hidden layers $l < L$ and ``out_act`` for the output layer.
 Activities are stored as a list ``[z_0, z_1, ..., z_L]`` of arrays of shape ``(N, d_l)``:
 $z_0$ is the input, $z_L$ the output.
+
+The option ``param="mupc"`` (accepted by every function that computes predictions) reads the same pytree
+as the residual network of μPC (Innocenti, Achour & Buckley 2025), with weights $W_l \sim \mathcal N(0, 1)$
+(:func:`init_mupc`) and each layer's contribution scaled (:func:`mupc_predictors`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 Array = jax.Array
 Params = list  # list[dict[str, Array]]: [{"W": (d_out, d_in), "b": (d_out,)}, ...]
 Activation = Union[str, Callable[[Array], Array]]
+PARAMS = ("standard", "mupc")  # the parameterisations: how the weights of a layer make its prediction
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "linear": lambda a: a,
@@ -244,21 +249,123 @@ def preactivation(layer: dict, z_prev: Array) -> Array:
     return a if b is None else a + b
 
 
-def forward(params: Params, x: Array, *, act: Activation = "tanh", out_act: Activation = "linear") -> list[Array]:
-    r"""Feedforward pass: the activities $[x, \hat z_1, \dots, \hat z_L]$ with $\hat z_l = f_l(W_l \hat z_{l-1} + b_l)$."""
+def forward(params: Params, x: Array, *, act: Activation = "tanh", out_act: Activation = "linear",
+            param: str = "standard") -> list[Array]:
+    r"""Feedforward pass: the activities $[x, \hat z_1, \dots, \hat z_L]$ with $\hat z_l = f_l(W_l \hat z_{l-1} + b_l)$,
+    or, with ``param="mupc"``, $\hat z_l = \mu_l(\hat z_{l-1})$ of :func:`mupc_predictors`."""
     check_params(params)
+    check_param(param, params)
     x = jnp.asarray(x)
     check_data(params, x)
-    fs = layer_activations(len(params), act=act, out_act=out_act)
     zs = [x]
+    if param != "standard":
+        for layer, mu in zip(params, mupc_predictors(params, act=act, out_act=out_act)):
+            zs.append(mu(layer, zs[-1]))
+        return zs
+    fs = layer_activations(len(params), act=act, out_act=out_act)
     for layer, f in zip(params, fs):
         zs.append(f(preactivation(layer, zs[-1])))
     return zs
 
 
-def predict(params: Params, x: Array, *, act: Activation = "tanh", out_act: Activation = "linear") -> Array:
+def predict(params: Params, x: Array, *, act: Activation = "tanh", out_act: Activation = "linear",
+            param: str = "standard") -> Array:
     """The network output $\\hat y = \\hat z_L$."""
-    return forward(params, x, act=act, out_act=out_act)[-1]
+    return forward(params, x, act=act, out_act=out_act, param=param)[-1]
+
+
+# --- muPC: depth-stable residual networks (Innocenti, Achour & Buckley 2025) ---
+
+
+def check_param(param: Any, params: Params | None = None) -> None:
+    """Validate a parameterisation name (one of :data:`PARAMS`) and, for ``"mupc"``, the widths of ``params``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the choices), or widths that μPC cannot use
+        (:func:`mupc_scales`).
+    """
+    if not (isinstance(param, str) and param in PARAMS):
+        raise ValueError(f"unknown param {param!r}: use one of {', '.join(map(repr, PARAMS))} "
+                         f"('standard': mu_l = f(W_l z_(l-1) + b_l); 'mupc': the scaled residual network of muPC)")
+    if param == "mupc" and params is not None:
+        mupc_scales(widths_of(params))
+
+
+def mupc_scales(widths: Sequence[int]) -> tuple[float, ...]:
+    r"""The μPC scalings $(a_1, \dots, a_L)$ of a network with widths ``[D, N, ..., N, C]``:
+    $a_1 = 1/\sqrt D$ (input layer), $a_l = 1/\sqrt{N L}$ (the residual layers $l = 2..L-1$), $a_L = 1/N$ (output),
+    with $L$ the number of weight layers (Innocenti, Achour & Buckley 2025; jpc's ``_get_param_scalings``).
+
+    Raises
+    ------
+    ValueError
+        For fewer than two weight layers, or unequal hidden widths (the residual connections
+        $z_l = z_{l-1} + \dots$ add vectors of the same size).
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) < 3 or min(widths) < 1:
+        raise ValueError(f"muPC needs at least two weight layers (widths [D, N, C] or longer, all >= 1); got {widths}. "
+                         f"Use e.g. widths=[D] + [N] * (L - 1) + [C].")
+    hidden = widths[1:-1]
+    if len(set(hidden)) != 1:
+        raise ValueError(f"muPC's residual connections z_l = z_(l-1) + a_l W_l phi(z_(l-1)) need equal hidden widths; "
+                         f"got hidden widths {hidden}. Use widths=[{widths[0]}] + [N] * {len(hidden)} + [{widths[-1]}] "
+                         f"with one width N.")
+    D, N, L = widths[0], hidden[0], len(widths) - 1
+    return (1.0 / math.sqrt(D),) + (1.0 / math.sqrt(N * L),) * (L - 2) + (1.0 / N,)
+
+
+def init_mupc(key: Array, widths: Sequence[int], *, dtype: Any = jnp.float32) -> Params:
+    r"""A μPC network: the pytree of :func:`init_mlp` with $W_l \sim \mathcal N(0, 1)$ and zero biases; the
+    scalings live in the predictions (``param="mupc"``, :func:`mupc_predictors`), not in the weights.
+    The hidden widths must be equal (:func:`mupc_scales` raises a ``ValueError`` otherwise)."""
+    widths = [int(w) for w in widths]
+    mupc_scales(widths)
+    keys = split_keys(key, len(widths) - 1)
+    return [{"W": jnp.asarray(normal(k, (d_out, d_in), dtype)), "b": jnp.asarray(np.zeros((d_out,), dtype))}
+            for k, d_in, d_out in zip(keys, widths[:-1], widths[1:])]
+
+
+def mupc_predictors(params: Params, *, act: Activation = "tanh", out_act: Activation = "linear") -> list[Callable]:
+    r"""The μPC prediction of each layer, as functions ``mu_l(layer, z_prev)``, with $(a_l)$ of :func:`mupc_scales`:
+
+    $$\mu_1 = a_1 (W_1 x + b_1), \qquad \mu_l = z_{l-1} + a_l\big(W_l\,\phi(z_{l-1}) + b_l\big)\ (l = 2..L-1),
+    \qquad \mu_L = f_L\big(a_L (W_L\,\phi(z_{L-1}) + b_L)\big),$$
+
+    $\phi$ = ``act`` applied before the weights (so $z_l$ are pre-activations) and $f_L$ = ``out_act``
+    (the book's networks: linear). As in jpc (``make_mlp`` + ``make_skip_model``) the input and output layers
+    have no skip connection and the scaling multiplies the bias too (jpc's μPC nets have none by default).
+    """
+    a = mupc_scales(widths_of(params))
+    phi, f_out = get_activation(act), get_activation(out_act)
+
+    def first(layer, z):
+        return a[0] * preactivation(layer, z)
+
+    def hidden(layer, z, a_l):
+        return z + a_l * preactivation(layer, phi(z))
+
+    def last(layer, z):
+        return f_out(a[-1] * preactivation(layer, phi(z)))
+
+    return [first] + [lambda layer, z, a_l=a_l: hidden(layer, z, a_l) for a_l in a[1:-1]] + [last]
+
+
+def mupc_effective_params(params: Params) -> Params:
+    r"""The standard linear network that a *linear* μPC network equals: $M_1 = a_1 W_1$, $M_l = I + a_l W_l$
+    ($l = 2..L-1$), $M_L = a_L W_L$, biases $a_l b_l$. With ``act = out_act = "linear"`` the μPC predictions are
+    $\mu_l = M_l z_{l-1} + a_l b_l$, so the energy, its equilibria and the closed forms of
+    :mod:`pclib.theory.linear` carry over."""
+    a = mupc_scales(widths_of(params))
+    out = []
+    for l, (layer, a_l) in enumerate(zip(params, a)):
+        M = a_l * layer["W"]
+        if 0 < l < len(params) - 1:
+            M = M + jnp.eye(M.shape[0], dtype=M.dtype)
+        out.append({"W": M, **({"b": a_l * layer["b"]} if layer.get("b") is not None else {})})
+    return out
 
 
 def random_problem(
