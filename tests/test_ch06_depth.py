@@ -185,7 +185,7 @@ def _scales(widths, name):
     if name == "std":
         return theory.standard_scales(widths), False
     if name == "mupc":
-        return (1 / np.sqrt(widths[0]),) + (1 / np.sqrt(N * L),) * (L - 2) + (1 / N,), True
+        return pclib.mupc_scales(widths), True
     return (1 / np.sqrt(widths[0]),) + (1 / np.sqrt(N),) * (L - 2) + (1 / N,), True
 
 
@@ -254,8 +254,6 @@ def test_mupc_effective_weights_are_the_linear_mupc_network():
 
 
 def test_mupc_effective_weights_match_pclib_mupc_forward_and_energy():
-    if not hasattr(pclib, "init_mupc"):
-        pytest.skip("pclib has no param='mupc' yet")
     for seed in range(3):
         p = pclib.init_mupc(jax.random.key(seed), [5, 8, 8, 8, 3], dtype=jnp.float64)
         x = jax.random.normal(jax.random.key(seed + 10), (6, 5), jnp.float64)

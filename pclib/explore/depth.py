@@ -15,7 +15,7 @@ import numpy as np
 from .. import theory
 from ..energy import errors
 from ..inference import infer
-from ..theory.depth import _mupc_scales
+from ..model import mupc_scales
 from . import COLORS, Control, Figure, figure, line, panels
 from ._common import _floor
 
@@ -138,7 +138,7 @@ def width_limit_data(depth: int) -> dict[str, np.ndarray]:
         out["std"].append(theory.energy_loss_ratio(std, x, y))
         out["mupc"].append(theory.energy_loss_ratio(mupc, x, y))
         out["std_pred"].append(1 / theory.expected_output_covariance(w, theory.standard_scales(w), residual=False))
-        out["mupc_pred"].append(1 / theory.expected_output_covariance(w, _mupc_scales(w), residual=True))
+        out["mupc_pred"].append(1 / theory.expected_output_covariance(w, mupc_scales(w), residual=True))
     return {k: np.asarray(v) for k, v in out.items()}
 
 

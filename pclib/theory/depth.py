@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..model import Array, Params, check_params, widths_of
+from ..model import Array, Params, check_params, mupc_effective_params
 
 
 # --- the error wave -------------------------------------------------------------------------------
@@ -226,29 +226,12 @@ def euler_steps_to(H: Array, g0: Array, *, tol: float, dt: float, max_steps: int
 # --- parameterisations ------------------------------------------------------------------------------
 
 
-def _mupc_scales(widths: Sequence[int]) -> tuple[float, ...]:
-    r"""The μPC scalings $a_1 = 1/\sqrt D$, $a_l = 1/\sqrt{NL}$ ($l = 2..L-1$), $a_L = 1/N$ for widths
-    ``[D, N, ..., N, C]`` ($L$ weight layers)."""
-    widths = [int(w) for w in widths]
-    D, N, L = widths[0], widths[1], len(widths) - 1
-    if L < 2 or len(set(widths[1:-1])) != 1:
-        raise ValueError(f"muPC needs widths [D, N, ..., N, C] with at least one hidden layer; got {widths}")
-    return (1.0 / math.sqrt(D),) + (1.0 / math.sqrt(N * L),) * (L - 2) + (1.0 / N,)
-
-
 def mupc_effective_weights(params: Params) -> Params:
     r"""The standard linear network equal to a *linear* μPC network with weights ``params``:
     $M_1 = a_1W_1$, $M_l = I + a_lW_l$ ($l = 2..L-1$), $M_L = a_LW_L$ (biases scaled by $a_l$), with the
-    scalings $a_l$ above."""
+    scalings of :func:`pclib.model.mupc_scales` (:func:`pclib.model.mupc_effective_params` computes it)."""
     check_params(params)
-    a = _mupc_scales(widths_of(params))
-    out = []
-    for l, (layer, a_l) in enumerate(zip(params, a)):
-        M = a_l * layer["W"]
-        if 0 < l < len(params) - 1:
-            M = M + jnp.eye(M.shape[0], dtype=M.dtype)
-        out.append({"W": M, **({"b": a_l * layer["b"]} if layer.get("b") is not None else {})})
-    return out
+    return mupc_effective_params(params)
 
 
 def expected_square_norms(widths: Sequence[int], scales: Sequence[float], *, residual: bool) -> np.ndarray:
