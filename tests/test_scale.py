@@ -27,9 +27,21 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
     assert max(comp["near"]["train_residual"]) < 1e-4
     saddle = json.loads((folder / "ch04_deep_saddle.json").read_text())["result"]
     assert set(saddle["escape"]) == {"1", "2"} and np.asarray(saddle["escape"]["1"]).shape == (2, 3)
+    # the numbers for the book's page: written at the run, and the same when rebuilt from the JSON alone
+    saddle_md = (folder / "ch04_deep_saddle.md").read_text()
+    assert "| 1 |" in saddle_md and "size `smoke`" in saddle_md.lower()
+    assert "largest residual over the updates" in (folder / "ch04_deep_comparison.md").read_text()
+    assert "median cosine" in (folder / "ch02_pc_vs_bp.md").read_text()
+    assert "`W_L_growth`" in (folder / "ch02_linear_runs.md").read_text()
+    assert "within the bound" in (folder / "ch03_precision_sweeps.md").read_text()
+    check_ch02(json.loads((folder / "ch02_pc_vs_bp.json").read_text())["result"],
+               json.loads((folder / "ch02_linear_runs.json").read_text())["result"])
+    check_ch03(json.loads((folder / "ch03_precision_sweeps.json").read_text())["result"])
     capsys.readouterr()
     assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04"]) == 0  # resumes: nothing re-runs
     assert "done already" in capsys.readouterr().out
+    assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04_deep_saddle", "--report"]) == 0
+    assert (folder / "ch04_deep_saddle.md").read_text() == saddle_md
 
 
 def test_bad_names_and_sizes_are_refused():
@@ -45,3 +57,35 @@ def test_chapters_paper_scale_branches_call_the_scale_experiments():
         chapter = next((ROOT / "book" / "chapters").glob(f"{exp.chapter}_*.md")).read_text()
         fn = exp.run.__name__
         assert re.search(rf"\b{fn}\(", chapter), f"{exp.chapter} does not call pclib.scale's {fn}"
+
+
+def check_ch02(pvb, linear):
+    """PC vs BP: finite curves of the right shape, cosines in [-1, 1], BP's gradient the longer one; the linear
+    runs: the equilibrated energy F* falls at every record (exact E-steps, a small rate: prop-envelope)."""
+    digits = pvb["results"]["digits"]
+    for mode in ("tuned", "matched"):
+        losses = np.asarray(digits[mode]["losses"])
+        assert losses.shape[:2] == (2, 2) and np.all(np.isfinite(losses))  # (methods, seeds, iterations)
+        assert np.min(digits[mode]["grad_ratio_layers"]) > 1.0
+    for lr in pvb["cosine_lrs"]:
+        cos = np.asarray(pvb["cosine"][str(lr)])
+        assert cos.shape == (2, losses.shape[2]) and np.all(np.abs(cos) <= 1 + 1e-9)
+        assert 0.0 <= pvb["share_below_0.9"][str(lr)] <= 1.0
+    for name, runs in linear["runs"].items():
+        for run in runs:
+            rec = np.asarray(run["record"])
+            assert rec.shape == (len(rec), 6) and len(rec) > 2 and np.all(np.isfinite(rec))
+            assert np.all(np.diff(rec[:, 1]) < 0), f"{name}, seed {run['seed']}: F* rose"
+
+
+def check_ch03(sw):
+    """Every sweep point, the deep tanh ones included, is a certified equilibrium; the one-hidden-layer tanh
+    sweeps match the ridge-path closed form and the linear ones stay within the theorem's bound."""
+    assert sw["deep_failed"] == [] and sw["deep_tanh"]
+    groups = list(sw["sweeps"].values()) + list(sw["deep_tanh"].values())
+    assert all(rs for rs in groups)
+    for rs in groups:
+        for r in rs:
+            assert np.all(np.asarray(r["residual"]) < np.asarray(r["tol"]))
+    assert max(sw["ridge_gap"]) < 1e-8 and all(sw["bounds_ok"])
+    assert max(sw["deep_summary"][k]["worst_residual_over_tol"] for k in sw["deep_tanh"]) < 1.0

@@ -16,8 +16,9 @@ An experiment returns plain data (NumPy arrays, :class:`pclib.compare.Comparison
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -26,23 +27,26 @@ SIZES = ("smoke", "chapter", "medium", "paper")
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A registered experiment: ``run(size)`` computes it, ``draw(result, fig)`` plots it."""
+    """A registered experiment: ``run(size)`` computes it, ``draw(result, fig)`` plots it and
+    ``summarize(result)`` states its numbers as markdown (default :func:`summarize_comparisons`)."""
 
     name: str
     chapter: str
     title: str
     run: Callable[[str], dict]
     draw: Callable[[dict, Any], None]
+    summarize: Callable[[dict], str] | None = None
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, *, chapter: str, title: str, draw: Callable[[dict, Any], None]):
+def register(name: str, *, chapter: str, title: str, draw: Callable[[dict, Any], None],
+             summarize: Callable[[dict], str] | None = None):
     """Decorator: add ``run(size)`` to :data:`REGISTRY` under ``name``."""
 
     def wrap(run: Callable[[str], dict]) -> Callable[[str], dict]:
-        REGISTRY[name] = Experiment(name, chapter, title, run, draw)
+        REGISTRY[name] = Experiment(name, chapter, title, run, draw, summarize)
         return run
 
     return wrap
@@ -54,12 +58,48 @@ def check_size(size: str) -> str:
     return size
 
 
+def summarize_comparisons(result: dict) -> str:
+    """Every :class:`pclib.compare.Comparison` in ``result`` (searched through nested dicts), each as its
+    :meth:`~pclib.compare.Comparison.summary` under its key path."""
+    from ..compare import Comparison
+
+    parts = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Comparison):
+            parts.append(f"**{path}**\n\n```text\n{value.summary()}\n```\n")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path} / {k}" if path else str(k))
+
+    walk(result, "")
+    return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def float64(enabled: bool = True) -> Iterator[None]:
+    """Run a block with JAX's 64-bit types on (or off), and restore the setting after it.
+
+    It sets the global flag rather than using ``jax.enable_x64`` (thread-local), because
+    :func:`pclib.compare.compare` trains its methods in threads."""
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", enabled)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
 def to_json(value: Any) -> Any:
     """A result as JSON-ready data: arrays to lists, dataclasses to dicts, non-finite floats to strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple keeps its field names
+        return to_json(value._asdict())
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
     if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
@@ -74,4 +114,37 @@ def to_json(value: Any) -> Any:
     return value
 
 
-from . import deep  # noqa: E402,F401  (registers chapter 4's experiments)
+def _array(value: list) -> Any:
+    """A JSON list back as a NumPy array (``"inf"``/``"nan"`` strings as floats), or as a list if ragged."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, list):
+            return [fix(u) for u in v]
+        return float(v) if isinstance(v, str) and v in ("inf", "-inf", "nan") else v
+    try:
+        return np.asarray(fix(value))
+    except ValueError:
+        return fix(value)
+
+
+def from_json(value: Any) -> Any:
+    """Inverse of :func:`to_json` as far as the reports need: numeric lists become arrays, and a dict with
+    the fields of a :class:`pclib.compare.Comparison` becomes one."""
+    from ..compare import Comparison
+
+    if isinstance(value, dict):
+        value = {k: from_json(v) for k, v in value.items()}
+        names = {f.name for f in dataclasses.fields(Comparison)}
+        if {"methods", "best_lr", "losses"} <= set(value) and set(value) <= names:
+            value["methods"] = tuple(value["methods"])
+            return Comparison(**value)
+        return value
+    if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            return [from_json(v) for v in value]
+        return _array(value) if not any(isinstance(v, str) and v not in ("inf", "-inf", "nan") for v in value) else value
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+from . import deep, em, interpolation  # noqa: E402,F401  (registers the chapters' experiments)

@@ -4,8 +4,9 @@
     python -m pclib.scale --size medium --only ch04     # one chapter's experiments
     python -m pclib.scale --size paper --only ch04_deep_saddle --force
 
-Results go to ``<out>/<size>/``: ``<name>.json`` (the result and how long it took), ``<name>.png`` and
-``<name>.svg`` (its figure), and ``summary.md`` (device, date and wall time of every experiment there).
+Results go to ``<out>/<size>/``: ``<name>.json`` (the result, how long it took and the machine's load
+then), ``<name>.png`` and ``<name>.svg`` (its figure), ``<name>.md`` (its numbers, for the book's "Results at
+scale" page) and ``summary.md`` (device, date and wall time of every experiment there).
 An experiment whose JSON already exists is skipped (a stopped run resumes), unless ``--force``.
 """
 
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import REGISTRY, SIZES, to_json
+from . import REGISTRY, SIZES, from_json, summarize_comparisons, to_json
 
 
 def device() -> str:
@@ -45,9 +47,11 @@ def write_summary(folder: Path) -> Path:
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
-        rows.append(f"| {rec['name']} | {rec['title']} | {rec['device']} | {rec['date']} | {rec['seconds']:.0f} |")
+        rows.append(f"| {rec['name']} | {rec['title']} | {rec['device']} | {rec['date']} | {rec['seconds']:.0f} "
+                    f"| {rec.get('load', float('nan')):.1f} |")
     text = (f"Results at size `{folder.name}` (`python -m pclib.scale --size {folder.name}`).\n\n"
-            "| experiment | what | device | date | wall time (s) |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "| experiment | what | device | date | wall time (s) | load average at start |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     out = folder / "summary.md"
     out.write_text(text)
     return out
@@ -60,6 +64,7 @@ def run(name: str, size: str, folder: Path) -> dict:
     import matplotlib.pyplot as plt
 
     exp = REGISTRY[name]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     start = time.perf_counter()
     result = exp.run(size)
     seconds = time.perf_counter() - start
@@ -71,9 +76,22 @@ def run(name: str, size: str, folder: Path) -> dict:
     plt.close(fig)
     record = {"name": name, "title": exp.title, "chapter": exp.chapter, "size": size, "device": device(),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "seconds": seconds, "result": to_json(result)}
+              "seconds": seconds, "load": load, "result": to_json(result)}
     (folder / f"{name}.json").write_text(json.dumps(record, indent=1))
+    write_numbers(record, folder)
     return record
+
+
+def write_numbers(record: dict, folder: Path) -> Path:
+    """``<name>.md``: the experiment's numbers, from its JSON record (so a report that came back from
+    another machine can be summarised here with ``--report``)."""
+    exp = REGISTRY[record["name"]]
+    numbers = (exp.summarize or summarize_comparisons)(from_json(record["result"]))
+    load = record.get("load", float("nan"))
+    out = folder / f"{record['name']}.md"
+    out.write_text(f"*Size `{record['size']}`, {record['device']}, {record['date']}, wall time {record['seconds']:.0f} s"
+                   f" (load average {load:.1f} when it started).*\n\n{numbers}\n")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated experiment names or chapters (e.g. ch04)")
     ap.add_argument("--out", default="book/scale", help="results folder (default book/scale)")
     ap.add_argument("--force", action="store_true", help="re-run experiments whose results exist")
+    ap.add_argument("--report", action="store_true", help="run nothing; rewrite the .md reports from the JSON")
     args = ap.parse_args(argv)
     folder = Path(args.out) / args.size
     folder.mkdir(parents=True, exist_ok=True)
     names = selected(args.only)
+    if args.report:
+        for name in names:
+            if (folder / f"{name}.json").exists():
+                print(f"wrote {write_numbers(json.loads((folder / f'{name}.json').read_text()), folder)}")
+        print(f"wrote {write_summary(folder)}")
+        return 0
     print(f"pclib.scale: {len(names)} experiment(s) at size {args.size} on {device()}", flush=True)
     for name in (bar := tqdm(names, unit="experiment")):
         bar.set_description(name)

@@ -22,11 +22,11 @@ COMPARISON = {  # size: (dataset, samples (None: all), hidden widths, epochs)
     "medium": ("mnist5k", 4000, [128] * 9, 2),
     "paper": ("mnist", None, [128] * 9, 1),
 }
-SADDLE = {  # size: (dataset, samples, width, hidden-layer counts, epochs)
-    "smoke": ("mnist5k", 128, 8, (1, 2), 2),
-    "chapter": ("mnist5k", 512, 32, (3, 5, 7), 25),
-    "medium": ("mnist5k", 4000, 32, (3, 5, 7, 9), 16),
-    "paper": ("mnist", None, 128, (3, 5, 7, 9), 2),
+SADDLE = {  # size: (dataset, samples, width, hidden-layer counts, epochs, step lengths)
+    "smoke": ("mnist5k", 128, 8, (1, 2), 2, (0.03, 0.1, 0.3)),
+    "chapter": ("mnist5k", 512, 32, (3, 5, 7), 25, (0.1, 0.3)),
+    "medium": ("mnist5k", 4000, 32, (3, 5, 7, 9), 16, (0.03, 0.1, 0.3)),
+    "paper": ("mnist", None, 128, (3, 5, 7, 9), 2, (0.03, 0.1, 0.3)),
 }
 
 
@@ -81,25 +81,64 @@ def deep_comparison(size: str = "chapter") -> dict:
 
 def draw_saddle(result: dict, fig: Any) -> None:
     """Each depth's loss curves from the small initialisation, with the plateau threshold."""
-    _draw_bands(fig, {f"{H} hidden layers": c for H, c in result["runs"].items()})
+    _draw_bands(fig, {f"{H} hidden layers": c for H, c in result["runs"].items() if c is not None})
     for ax in fig.axes:
         ax.axhline(PLATEAU, color="0.5", lw=0.8, ls=":")
 
 
+def summarize_saddle(result: dict) -> str:
+    """Escape iterations per depth, method and initialisation: at each method's chosen step length, and at
+    every step length of the grid (``*``: that run was scored as diverged)."""
+    def times(v: Any, bad: Any = None) -> str:
+        bad = np.zeros(np.shape(v), bool) if bad is None else bad
+        return ", ".join(("never" if t < 0 else str(int(t))) + ("*" if b else "") for t, b in zip(np.ravel(v), np.ravel(bad)))
+
+    rows, grid = [], []
+    for H, c in result["runs"].items():
+        if c is None:
+            rows.append(f"| {H} | {result['failed'][H]} | | | |")
+            continue
+        esc = np.asarray(result["escape"][H])
+        steps = "/".join(f"{float(c.best_lr[i, 0]):g}" for i in range(2))
+        rows.append(f"| {H} | {times(esc[0])} | {times(esc[1])} | {c.losses.shape[-1]} | {steps} |")
+        below = np.asarray(c.grid_losses, float) < PLATEAU  # (method, seed, rate, iteration)
+        at = np.where(below.any(axis=3), below.argmax(axis=3), -1)
+        bad = ~np.isfinite(np.asarray(c.scores, float))
+        for k, lr in enumerate(c.lrs):
+            grid.append(f"| {H} | {float(lr):g} | {times(at[0, :, k], bad[0, :, k])} | {times(at[1, :, k], bad[1, :, k])} |")
+    return (f"First iteration with the batch loss below {PLATEAU} (width {result['width']}, {result['samples']} digits, "
+            "normalised updates, each method at its best step length, one entry per initialisation):\n\n"
+            "| hidden layers | PC | BP | iterations | step length PC/BP |\n|---|---|---|---|---|\n" + "\n".join(rows) +
+            "\n\nThe same at every step length of the grid (`*`: the run was scored as diverged: its inference or "
+            "its loss blew up at some update):\n\n| hidden layers | step length | PC | BP |\n|---|---|---|---|\n"
+            + "\n".join(grid) + "\n")
+
+
 @register("ch04_deep_saddle", chapter="ch04", title="Escape from the saddle at the origin across depth",
-          draw=draw_saddle)
+          draw=draw_saddle, summarize=summarize_saddle)
 def deep_saddle(size: str = "chapter") -> dict:
     r"""Tanh MLPs from ``init_mlp(scale=0.05)`` (next to the saddle at the origin), PC (T = 50) against BP at
-    matched step length, each at its best of (0.1, 0.3), over 3 initialisations, for each hidden-layer
-    count. ``escape[H]`` is ``(2, 3)``: the first iteration with the batch loss below :data:`PLATEAU`
-    for PC and BP per initialisation, ``-1`` where it never fell below."""
-    name, samples, width, depths, epochs = SADDLE[check_size(size)]
+    matched step length, each at its best step length of the size's grid (chapter: 0.1, 0.3), over 3
+    initialisations, for each hidden-layer count. ``escape[H]`` is ``(2, 3)``: the first iteration with the
+    batch loss below :data:`PLATEAU` for PC and BP per initialisation, ``-1`` where it never fell below.
+    Where a method diverged at every step length for some initialisation, ``runs[H]`` and ``escape[H]`` are
+    ``None`` and ``failed[H]`` says so."""
+    name, samples, width, depths, epochs, steps = SADDLE[check_size(size)]
     x, y = _digits(name, samples)
-    runs, escape = {}, {}
+    runs, escape, failed = {}, {}, {}
     for H in depths:
         widths = [x.shape[1]] + [width] * H + [y.shape[1]]
-        runs[H] = compare(lambda k, w=widths: init_mlp(k, w, dtype=jnp.float32, scale=0.05), x, y, lrs=[0.1, 0.3],
-                          mode="matched", steps=50, dt=0.2, seeds=(0, 1, 2), epochs=epochs, batch_size=64, batch_seed=0)
+        try:
+            runs[H] = compare(lambda k, w=widths: init_mlp(k, w, dtype=jnp.float32, scale=0.05), x, y, lrs=list(steps),
+                              mode="matched", steps=50, dt=0.2, seeds=(0, 1, 2), epochs=epochs, batch_size=64,
+                              batch_seed=0)
+        except ValueError as err:
+            if "diverged at every rate" not in str(err):
+                raise
+            runs[H] = escape[H] = None
+            failed[H] = str(err).split(";")[0]
+            continue
         below = runs[H].losses < PLATEAU
         escape[H] = np.where(below.any(axis=2), below.argmax(axis=2), -1)
-    return {"size": size, "width": width, "samples": int(x.shape[0]), "runs": runs, "escape": escape}
+    return {"size": size, "width": width, "samples": int(x.shape[0]), "runs": runs, "escape": escape,
+            "failed": failed}
