@@ -13,7 +13,7 @@ chapters' live ipywidgets controls are for those. The stored output is determini
 from the figure's name and every number is rounded to :data:`DIGITS` significant digits, so it
 compares equal under nbval on any machine.
 
-The figures live in one module per concept: :mod:`~pclib.explore.inference` (chapter 1), :mod:`~pclib.explore.em` (chapter 2), :mod:`~pclib.explore.interpolation` (chapter 3), :mod:`~pclib.explore.trust_region` (chapter 4) and :mod:`~pclib.explore.saddles` (chapter 5).
+The figures live in one module per concept: :mod:`~pclib.explore.inference` (chapter 1), :mod:`~pclib.explore.em` (chapter 2), :mod:`~pclib.explore.interpolation` (chapter 3), :mod:`~pclib.explore.trust_region` (chapter 4), :mod:`~pclib.explore.saddles` (chapter 5) and :mod:`~pclib.explore.depth` (chapter 6).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ One module per concept:
 * :mod:`~pclib.theory.toy`: the two-weight toy chain and its landscapes;
 * :mod:`~pclib.theory.saddles`: Hessians at the origin of linear networks, the Schur-complement view of
   the equilibrated energy's Hessian and the explaining-away valley;
+* :mod:`~pclib.theory.depth`: the error wave of inference, the activity Hessian's conditioning with depth, and
+  the μPC scalings (chapter 6);
 * :mod:`~pclib.theory.util`: cosines, angles and relative errors of pytrees;
 * :mod:`~pclib.theory.likelihood`: the exact marginal likelihood of linear PCNs;
 * :mod:`~pclib.theory.lowrank`: bottleneck networks, backprop's reduced-rank optimum and PC's limit;
@@ -30,6 +32,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .depth import (
+    activity_hessian_np, activity_spectrum, chain_lambda_min_bound, energy_loss_ratio, error_operator, euler_residuals, euler_steps_to,
+    expected_output_covariance, expected_square_norms, fixed_time_profile, leading_order_errors, mupc_effective_weights, path_eigenvalues,
+    standard_scales,
+)
 from .descent import loss_descent_rate, marginal_residual
 from .examples import leaky_output_network
 from .fixed_prediction import fixed_prediction_errors
@@ -73,6 +80,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LowRankLimit", "fixed_prediction_errors", "leaky_output_network", "least_squares_loss", "linear_log_likelihood",
     "low_rank_limits",
+    "activity_hessian_np", "activity_spectrum", "chain_lambda_min_bound", "energy_loss_ratio", "error_operator", "euler_residuals", "euler_steps_to",
+    "expected_output_covariance",
+    "expected_square_norms", "fixed_time_profile", "leading_order_errors", "mupc_effective_weights", "path_eigenvalues",
+    "standard_scales",
     "RATIO_SCHEMES", "activity_gradient", "angle", "backprop_errors", "blog_weight_gradient", "cosine", "energy_grid", "equilibrated_energy",
     "equilibrium", "equilibrium_covariance", "equilibrium_residual", "escape_steps", "explaining_away_energy",
     "fisher_information", "gd_path", "generalised_energy", "generalised_infer", "generalised_train", "gradient_grid", "grid_2d",
