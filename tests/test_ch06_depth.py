@@ -84,6 +84,26 @@ def test_leading_order_is_exact_at_the_front_and_first_order_behind_it():
     assert 1.8 < gaps[0] / gaps[1] < 2.2
 
 
+def test_correction_behind_the_front_is_dt_times_k_minus_j_not_over_j_plus_1():
+    """Orthogonal square M_l (l >= 2): to first order in dt the relative correction to C(k, j) dt^j delta_{L-j} is
+    exactly -dt (k - j)(2j + 1)/(j + 1) (every G_ll = 2I below the output, G_LL = I); it grows with k - j and does not
+    shrink like 1/(j + 1). The errors come from matrix powers of I - dt G, the expected value from the closed form."""
+    rng = np.random.default_rng(4)
+    N, L, K, dt = 4, 10, 6, 1e-4
+    chain = [{"W": jnp.asarray(rng.standard_normal((N, 3)))}] + \
+        [{"W": jnp.asarray(np.linalg.qr(rng.standard_normal((N, N)))[0])} for _ in range(L - 1)]
+    G = np.asarray(theory.error_operator(chain))
+    dL = rng.standard_normal((1, N))
+    e0 = np.concatenate([np.zeros((1, G.shape[0] - N)), dL], axis=1)
+    eK = (e0 @ np.linalg.matrix_power(np.eye(len(G)) - dt * G, K)).reshape(L, N)  # all layers have width N
+    lead = theory.leading_order_errors(chain, jnp.asarray(dL), steps=K, dt=dt)
+    for j in range(K):
+        ld = np.asarray(lead[L - 1 - j][K])
+        rel = (eK[L - 1 - j] - ld[0]) @ ld[0] / (ld[0] @ ld[0])  # signed, along delta_{L-j}
+        expected = -dt * (K - j) * (2 * j + 1) / (j + 1)
+        assert abs(rel / expected - 1) < 1e-2, (j, rel, expected)
+
+
 def test_fixed_time_profile_is_the_limit_of_the_binomial():
     t, T = 3.0, 200_000
     prof = theory.fixed_time_profile(t, 12)
@@ -162,19 +182,20 @@ def test_euler_residuals_are_the_iterates_and_the_step_count_is_first_below_tol(
 
 
 def test_condition_number_grows_with_depth_and_with_width_only_under_the_standard_parameterisation():
-    """The chapter's measured statements over three draws: kappa(L = 16) / kappa(L = 4) > 8 for both; at L = 16 from
-    width 16 to 64 the standard kappa grows by a larger factor than muPC's; at width 64 and L >= 8 it is the larger."""
+    """The chapter's measured statements over three draws: kappa(L = 16) / kappa(L = 4) > 8 for both; at L = 16 and 32
+    from width 16 to 64 the standard kappa grows by a larger factor than muPC's; at width 64 and L >= 8 it is the larger."""
     for seed in range(3):
         kap = {}
-        for depth in (4, 8, 16):
+        for depth in (4, 8, 16, 32):
             for N in (16, 64):
                 for name, p in zip(("std", "mupc"), np_nets(seed, [10] + [N] * (depth - 1) + [5])):
                     lam = theory.activity_spectrum(p)
                     kap[(name, depth, N)] = lam[-1] / lam[0]
         for name in ("std", "mupc"):
             assert kap[(name, 16, 16)] / kap[(name, 4, 16)] > 8
-        assert kap[("std", 16, 64)] / kap[("std", 16, 16)] > kap[("mupc", 16, 64)] / kap[("mupc", 16, 16)]
-        assert kap[("std", 8, 64)] > kap[("mupc", 8, 64)] and kap[("std", 16, 64)] > kap[("mupc", 16, 64)]
+        for depth in (16, 32):
+            assert kap[("std", depth, 64)] / kap[("std", depth, 16)] > kap[("mupc", depth, 64)] / kap[("mupc", depth, 16)]
+        assert all(kap[("std", d, 64)] > kap[("mupc", d, 64)] for d in (8, 16, 32))
 
 
 # --- parameterisations and the width limit ------------------------------------------------------------
