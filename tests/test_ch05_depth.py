@@ -38,8 +38,7 @@ def test_padded_nets_have_the_loss_energy_and_gradients_of_the_real_ones(H, seed
     p = pclib.init_mlp(jax.random.key(seed), [6] + [5] * H + [3], bias=False, scale=0.7)
     padded, mask = saddles.pad_linear(p, 5)
     assert len(padded) == 6 and mask.sum() == H + 1
-    moments = saddles._moments(x, y)
-    values = lambda q: saddles._padded_values(q, jnp.asarray(mask[:-1]), moments)  # noqa: E731
+    values = lambda q: saddles._padded_values(q, jnp.asarray(mask[:-1]), x, y)  # noqa: E731
     L, F = values(padded)
     assert np.isclose(L, pclib.mse_loss(p, x, y, act="linear"), rtol=1e-12)
     assert np.isclose(F, theory.equilibrated_energy(p, x, y), rtol=1e-12)

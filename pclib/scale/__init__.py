@@ -75,3 +75,4 @@ def to_json(value: Any) -> Any:
 
 
 from . import deep  # noqa: E402,F401  (registers chapter 4's experiments)
+from . import saddles  # noqa: E402,F401  (registers chapter 5's experiments)

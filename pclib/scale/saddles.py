@@ -109,25 +109,19 @@ def matched_escape(x: Any, y: Any, *, widths: list[int], lrs: tuple[float, ...],
             "t_L": np.asarray(tL), "t_F": np.asarray(tF) if linear else None, "last": last}
 
 
-def _moments(x: Any, y: Any) -> tuple[Any, Any, Any]:
-    n = x.shape[0]
-    return x.T @ x / n, y.T @ x / n, y.T @ y / n
-
-
-def _padded_values(p: list, noise: Any, moments: tuple[Any, Any, Any]) -> tuple[Any, Any]:
-    r"""$\mathcal L$ and $\mathcal F^*$ of a bias-free linear net from the data's second moments, with the noise of
-    layer $\ell$ switched by ``noise[l]`` (1: unit variance, 0: none, for an inserted identity layer):
-    $\Sigma_{rr} = \Sigma_{yy} - PC^	op - CP^	op + P\Sigma_{xx}P^	op$, $P = W_L\cdots W_1$, $\mathcal L = rac12\operatorname{tr}\Sigma_{rr}$,
-    $\mathcal F^* = rac12\operatorname{tr}(S^{-1}\Sigma_{rr})$, $S = I + \sum_{\ell<L}	ext{noise}_\ell M_\ell M_\ell^	op$ (Thm 1)."""
-    Sxx, C, Syy = moments
-    M = jnp.eye(p[-1]["W"].shape[0], dtype=Sxx.dtype)
+def _padded_values(p: list, noise: Any, x: Any, y: Any) -> tuple[Any, Any]:
+    r"""$\mathcal L$ and $\mathcal F^*$ of a bias-free linear net on ``(x, y)``, with the noise of hidden layer $\ell$
+    switched by ``noise[l - 1]`` (1: unit variance, 0: none, for an inserted identity layer): $r_i = y_i - Px_i$ with
+    $P = W_L\cdots W_1$, $\mathcal L = \frac12\operatorname{tr}\Sigma_{rr}$ and $\mathcal F^* = \frac12\operatorname{tr}(S^{-1}\Sigma_{rr})$,
+    $S = I + \sum_{\ell<L}\text{noise}_\ell M_\ell M_\ell^\top$, $M_\ell = W_L\cdots W_{\ell+1}$ (Thm 1). The product is formed
+    from the top, $d_L$ rows at a time, so the cost per sample is $d_0 d_L$."""
+    M = jnp.eye(p[-1]["W"].shape[0], dtype=x.dtype)
     S = M
     for l in range(len(p) - 1, 0, -1):  # M_l = W_L ... W_{l+1}; p[l] is W_{l+1}
         M = M @ p[l]["W"]
         S = S + noise[l - 1] * (M @ M.T)
-    P = M @ p[0]["W"]
-    PC = P @ C.T
-    Srr = Syy - PC - PC.T + P @ Sxx @ P.T
+    r = y - x @ (M @ p[0]["W"]).T
+    Srr = r.T @ r / x.shape[0]
     return 0.5 * jnp.trace(Srr), 0.5 * jnp.trace(jnp.linalg.solve(S, Srr))
 
 
@@ -149,8 +143,7 @@ def linear_depth_sweep(x: Any, y: Any, *, width: int, depths: tuple[int, ...], l
     inference (normalised descent on the minibatch's $\mathcal F^*$) and BP (on $\mathcal L$), every depth, method,
     step length and seed in ONE compiled program: each net is padded to the largest depth by identity layers
     that are neither trained nor noisy (:func:`pad_linear`), which changes neither its output, its $\mathcal L$, its
-    $\mathcal F^*$ nor their gradients in the real layers. $\mathcal L$ and $\mathcal F^*$ on ``eval_xy`` come from its
-    second moments after every step.
+    $\mathcal F^*$ nor their gradients in the real layers. $\mathcal L$ and $\mathcal F^*$ on ``eval_xy`` are taken after every step.
 
     Returns ``grid``, and for each method ``"pc"``, ``"bp"``: ``L``, ``F`` of shape ``(depths, lrs, seeds, grid)``,
     ``t_L``, ``t_F`` of shape ``(depths, lrs, seeds)`` (``iters`` where never below ``frac`` of the start) and
@@ -168,15 +161,14 @@ def linear_depth_sweep(x: Any, y: Any, *, width: int, depths: tuple[int, ...], l
     p0 = jax.tree_util.tree_map(lambda a: a.reshape((len(depths), len(seeds)) + a.shape[1:]), _stack(nets))
     mask = jnp.asarray(np.array(masks).reshape(len(depths), len(seeds), -1), dt)
     idx = jnp.asarray(_batches(seeds, iters, x.shape[0], batch))
-    eval_m = _moments(xe, ye)
 
     def one(is_pc, lr, p, m, idx_s):
         opt = optax.chain(normalize_updates(matched), optax.sgd(lr))
         noise = m[:-1]  # hidden layer l (the output of layer l) is noisy iff layer l is real
-        L0, F0 = _padded_values(p, noise, eval_m)
+        L0, F0 = _padded_values(p, noise, xe, ye)
 
         def objective(p, i):
-            L, F = _padded_values(p, noise, _moments(x[i], y[i]))
+            L, F = _padded_values(p, noise, x[i], y[i])
             return jnp.where(is_pc, F, L)
 
         def body(carry, i):
@@ -185,7 +177,7 @@ def linear_depth_sweep(x: Any, y: Any, *, width: int, depths: tuple[int, ...], l
             g = [{"W": layer["W"] * m[l]} for l, layer in enumerate(g)]  # identity layers stay identities
             u, st = opt.update(g, st, p)
             p = optax.apply_updates(p, u)
-            L, F = _padded_values(p, noise, eval_m)
+            L, F = _padded_values(p, noise, xe, ye)
             tL = jnp.where((tL == iters) & (L < frac * L0), k, tL)
             tF = jnp.where((tF == iters) & (F < frac * F0), k, tF)
             return (p, st, tL, tF, k + 1), (L, F)
@@ -328,3 +320,162 @@ def escape_across_depth(size: str = "chapter") -> dict:
     return {"size": size, "depths": list(s["depths"]), "width": s["width"], "lrs": list(s["lrs"]),
             "iters": s["iters"], "euler_iters": s["euler_iters"], "frac": s["frac"], "samples": int(x.shape[0]),
             "sweep": sweep, "euler": euler, "sgd": sgd}
+
+
+# --- Fig. 1: the equilibrated energy against converged inference along training -----------------------
+
+FIG1 = {  # size: (data sets, width, Adam rate, epochs, checkpoint every k iterations, hidden-layer counts)
+    "smoke": (("toy-small",), 4, 1e-2, 1, 1, (2, 3)),
+    "chapter": (("gaussian",), 16, 1e-2, 3, 6, (2, 5, 10)),
+    "medium": (("mnist5k",), 300, 1e-3, 1, 10, (2, 5, 10)),
+    "paper": (("mnist", "fashion_mnist", "cifar10"), 300, 1e-3, 1, 100, (2, 5, 10)),
+}
+
+
+def _fig1_data(name: str) -> Any:
+    if name == "toy-small":
+        return data.gaussian(n=128, d_in=6, d_out=3, seed=0)
+    if name == "gaussian":
+        return data.gaussian(n=512, d_in=10, d_out=5, seed=0)  # the chapter's toy data
+    return data.get(name)
+
+
+def energy_curve(ds: Any, n_hidden: int, *, width: int, lr: float, epochs: int, every: int, seed: int = 0,
+                 tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    r"""Train a bias-free linear net of ``n_hidden`` hidden layers of ``width`` with PC (Adam at ``lr``, batch 64,
+    ``epochs`` passes; :func:`pclib.train`). Returns the closed-form $\mathcal F^*$ on 64 held-out samples after
+    every iteration, and rows (iteration, closed-form $\mathcal F^*$, energy after inference) every ``every``-th
+    iteration, the inference run by :func:`pclib.infer` with the step $2/(\lambda_{\min} + \lambda_{\max})$ of the
+    activity Hessian and enough steps for the contraction $\big((\lambda_{\max} - \lambda_{\min})/(\lambda_{\max} +
+    \lambda_{\min})\big)^k$ of the distance to $z^*$ to reach ``tol``. All checkpoints' inference in one program."""
+    import optax as _optax
+
+    from ..energy import energy
+    from ..learning import train
+    from ..theory import linear_activity_hessian
+
+    x, y = jnp.asarray(ds.x_train, jnp.float64), jnp.asarray(ds.y_train, jnp.float64)
+    xb, yb = jnp.asarray(ds.x_test[:64], jnp.float64), jnp.asarray(ds.y_test[:64], jnp.float64)
+    params = init_mlp(jax.random.key(seed), [x.shape[1]] + [width] * n_hidden + [y.shape[1]], bias=False)
+    snaps, curve = [(0, params)], [float(equilibrated_energy(params, xb, yb))]
+
+    def record(it, p):
+        curve.append(float(equilibrated_energy(p, xb, yb)))
+        if (it + 1) % every == 0:
+            snaps.append((it + 1, p))
+
+    train(params, x, y, method="pc", optimizer=_optax.adam(lr), epochs=epochs, batch_size=64, act="linear",
+          progress=False, callback=record)
+    lams = [np.linalg.eigvalsh(np.asarray(linear_activity_hessian(p))) for _, p in snaps]
+    steps = max(int(np.ceil(np.log(tol) / np.log((lam[-1] - lam[0]) / (lam[-1] + lam[0])))) for lam in lams)
+    F_inf = jax.jit(jax.vmap(lambda p, dt: energy(
+        p, infer(p, xb, yb, act="linear", steps=steps, dt=dt, check=False).activities, act="linear")))(
+        _stack([p for _, p in snaps]), jnp.asarray([2.0 / (lam[0] + lam[-1]) for lam in lams]))
+    rows = [(it, float(equilibrated_energy(p, xb, yb)), float(f)) for (it, p), f in zip(snaps, F_inf)]
+    return np.array(curve), np.array(rows)
+
+
+def draw_fig1(result: dict, fig: Any) -> None:
+    """The closed-form F* along training (lines) and the energy after converged inference (circles)."""
+    names = list(result["runs"])
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    colors = dict(zip(result["depths"], ("tab:blue", "tab:purple", "tab:red", "tab:green")))
+    for ax, name in zip(axes, names):
+        for H, run in result["runs"][name].items():
+            ax.plot(run["curve"], color=colors[H], label=f"theory, $n_h$ = {H}")
+            ax.plot(run["rows"][:, 0], run["rows"][:, 2], "o", color=colors[H], mfc="none", ms=6,
+                    label="inference" if H == result["depths"][-1] else None)
+        ax.set(xlabel="training iteration", ylabel="energy at equilibrium", title=name)
+    axes[0].legend(fontsize=8)
+
+
+@register("ch05_energy_along_training", chapter="ch05", title="Closed-form equilibrated energy vs converged "
+          "inference along PC training (Fig. 1)", draw=draw_fig1)
+def energy_along_training(size: str = "chapter") -> dict:
+    r""":func:`energy_curve` for every data set and hidden-layer count of the size (float64). ``gap`` is the
+    largest $|\mathcal F^*_{\rm theory} - \mathcal F_{\rm inference}| / \mathcal F^*_{\rm theory}$ over all checkpoints."""
+    names, width, lr, epochs, every, depths = FIG1[check_size(size)]
+    with jax.enable_x64(True):
+        runs = {}
+        for name in names:
+            ds = _fig1_data(name)
+            runs[name] = {}
+            for H in depths:
+                curve, rows = energy_curve(ds, H, width=width, lr=lr, epochs=epochs, every=every)
+                runs[name][H] = {"curve": curve, "rows": rows}
+    gap = max(np.max(np.abs(r["rows"][:, 1] - r["rows"][:, 2]) / r["rows"][:, 1]) for v in runs.values() for r in v.values())
+    return {"size": size, "width": width, "depths": list(depths), "runs": runs, "gap": float(gap)}
+
+
+# --- Figs. 3-4: the Hessians at the origin on MNIST ----------------------------------------------------
+
+SPECTRA = {  # size: (data set, digits, {hidden layers: widths}, random probe vectors, digits for dense Hessians)
+    "smoke": ("mnist5k", 64, {1: [784, 2, 10], 2: [784, 2, 2, 10]}, 1, 64),
+    "chapter": ("mnist5k", 1000, {1: [784, 10, 10], 2: [784, 10, 10, 10], 4: [784, 5, 5, 5, 5, 10]}, 3, 0),
+    "medium": ("mnist5k", 4000, {1: [784, 10, 10], 2: [784, 10, 10, 10], 4: [784, 5, 5, 5, 5, 10]}, 3, 1000),
+    "paper": ("mnist", None, {1: [784, 10, 10], 2: [784, 10, 10, 10], 4: [784, 5, 5, 5, 5, 10]}, 3, 60000),
+}
+
+
+def mnist_origin(name: str, digits: int | None) -> tuple[Any, Any]:
+    """The first ``digits`` training digits (all if ``None``), normalised as the paper did, one-hot targets, float64."""
+    ds = data.get(name)
+    end = ds.x_train.shape[0] if digits is None else digits
+    return (jnp.asarray((ds.x_train[:end] - 0.1307) / 0.3081, jnp.float64), jnp.asarray(ds.y_train[:end], jnp.float64))
+
+
+def draw_spectra(result: dict, fig: Any) -> None:
+    """Histograms of the theorem's spectra of L and F* at the origin, with Lanczos's smallest eigenvalue of F*."""
+    from ..plotting import COLORS
+
+    nets = result["nets"]
+    axes = fig.subplots(1, len(nets), sharey=True, squeeze=False)[0]
+    for ax, (H, r) in zip(axes, nets.items()):
+        tL, tF = np.asarray(r["theorem_L"]), np.asarray(r["theorem_F"])
+        bins = np.linspace(min(tF.min(), tL.min()) - 0.02, max(tF.max(), tL.max()) + 0.02, 40)
+        ax.hist(tL, bins=bins, color=COLORS["bp"], alpha=0.6, label=r"$\mathcal{L}$")
+        ax.hist(tF, bins=bins, color=COLORS["pc"], alpha=0.6, label=r"$\mathcal{F}^*$")
+        ax.plot([r["lanczos_F"]], [1], "v", color=COLORS["theory"], ms=8, label=r"$\lambda_{\min}(\mathcal{F}^*)$, Lanczos")
+        ax.set(yscale="log", xlabel="eigenvalue", title=f"MNIST, $n_h$ = {H}, width {r['widths'][1]}")
+    axes[0].set_ylabel("count")
+    axes[0].legend(fontsize=8)
+
+
+@register("ch05_origin_spectra", chapter="ch05", title="Hessians of L and F* at the origin on MNIST at the paper's "
+          "widths (Figs. 3-4)", draw=draw_spectra)
+def origin_spectra(size: str = "chapter") -> dict:
+    r"""Theorem 2 on MNIST digits at the paper's widths (10, 10 and 5 for one, two and four hidden layers), float64.
+
+    For each net: ``probe_gap``, the largest $\lVert(\nabla^2 f(0) - H_{\rm theorem})v\rVert / \lVert v\rVert$ over random
+    $v$ for $f = \mathcal L, \mathcal F^*$ (autodiff Hessian-vector products against :func:`pclib.theory.origin_hvp`);
+    ``theorem_L``, ``theorem_F``: the theorem's spectra (:func:`pclib.theory.origin_spectra`); ``lanczos_F``: the
+    smallest eigenvalue of $\nabla^2\mathcal F^*(0)$ by Lanczos; ``Syy_max``: $\lambda_{\max}(\Sigma_{yy})$; and where the size
+    has dense digits, ``dense_gap``: the largest |eigenvalue of the dense autodiff Hessian - theorem| on those digits."""
+    from .. import landscape, theory
+    from ..energy import mse_loss as _mse
+
+    name, digits, nets, probes, dense = SPECTRA[check_size(size)]
+    mse = lambda p, x, y: _mse(p, x, y, act="linear")  # noqa: E731
+    out = {}
+    with jax.enable_x64(True):
+        x, y = mnist_origin(name, digits)
+        for H, widths in nets.items():
+            origin = [{"W": jnp.zeros((b, a), jnp.float64)} for a, b in zip(widths[:-1], widths[1:])]
+            theorem = theory.origin_hvp(widths, x, y)
+            hv = [landscape.hvp(fn, origin, x, y) for fn in (mse, equilibrated_energy)]
+            n_weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+            gap = 0.0
+            for v in np.random.default_rng(H).standard_normal((probes, n_weights)):
+                for h, t in zip(hv, theorem(v)):  # L, then F*
+                    gap = max(gap, float(np.linalg.norm(np.asarray(h(v)) - t) / np.linalg.norm(v)))
+            tL, tF = theory.origin_spectra(widths, x, y)
+            lam = landscape.extreme_eigenvalues(equilibrated_energy, origin, x, y, k=1, which="SA")[0]
+            r = {"widths": widths, "weights": n_weights, "probe_gap": gap, "theorem_L": tL, "theorem_F": tF,
+                 "lanczos_F": float(lam), "Syy_max": float(np.linalg.eigvalsh(np.asarray(y.T @ y) / len(y))[-1])}
+            if dense:
+                xd, yd = x[:dense], y[:dense]
+                eL, eF = (np.linalg.eigvalsh(np.asarray(h)) for h in landscape.hessians((mse, equilibrated_energy), origin, xd, yd))
+                dL, dF = theory.origin_spectra(widths, xd, yd)
+                r["dense_gap"] = float(max(np.abs(eL - dL).max(), np.abs(eF - dF).max()))
+            out[H] = r
+    return {"size": size, "digits": int(x.shape[0]), "dense_digits": int(min(dense, x.shape[0])), "nets": out}
