@@ -112,8 +112,9 @@ def matched_escape(x: Any, y: Any, *, widths: list[int], lrs: tuple[float, ...],
 def _padded_values(p: list, noise: Any, x: Any, y: Any) -> tuple[Any, Any]:
     r"""$\mathcal L$ and $\mathcal F^*$ of a bias-free linear net on ``(x, y)``, with the noise of hidden layer $\ell$
     switched by ``noise[l - 1]`` (1: unit variance, 0: none, for an inserted identity layer): $r_i = y_i - Px_i$ with
-    $P = W_L\cdots W_1$, $\mathcal L = \frac12\operatorname{tr}\Sigma_{rr}$ and $\mathcal F^* = \frac12\operatorname{tr}(S^{-1}\Sigma_{rr})$,
-    $S = I + \sum_{\ell<L}\text{noise}_\ell M_\ell M_\ell^\top$, $M_\ell = W_L\cdots W_{\ell+1}$ (Thm 1). The product is formed
+    $P = W_L\cdots W_1$, $\mathcal L = \frac12\operatorname{tr}\Sigma_{rr}$ and
+    $\mathcal F^* = \frac12\operatorname{tr}(S^{-1}\Sigma_{rr})$, $S = I + \sum_{\ell<L}\text{noise}_\ell M_\ell M_\ell^\top$,
+    $M_\ell = W_L\cdots W_{\ell+1}$ (Thm 1). The product is formed
     from the top, $d_L$ rows at a time, so the cost per sample is $d_0 d_L$."""
     M = jnp.eye(p[-1]["W"].shape[0], dtype=x.dtype)
     S = M
@@ -143,7 +144,8 @@ def linear_depth_sweep(x: Any, y: Any, *, width: int, depths: tuple[int, ...], l
     inference (normalised descent on the minibatch's $\mathcal F^*$) and BP (on $\mathcal L$), every depth, method,
     step length and seed in ONE compiled program: each net is padded to the largest depth by identity layers
     that are neither trained nor noisy (:func:`pad_linear`), which changes neither its output, its $\mathcal L$, its
-    $\mathcal F^*$ nor their gradients in the real layers. $\mathcal L$ and $\mathcal F^*$ on ``eval_xy`` are taken after every step.
+    $\mathcal F^*$ nor their gradients in the real layers. $\mathcal L$ and $\mathcal F^*$ on ``eval_xy`` are taken after
+    every step.
 
     Returns ``grid``, and for each method ``"pc"``, ``"bp"``: ``L``, ``F`` of shape ``(depths, lrs, seeds, grid)``,
     ``t_L``, ``t_F`` of shape ``(depths, lrs, seeds)`` (``iters`` where never below ``frac`` of the start) and
@@ -209,9 +211,9 @@ ESCAPE = {  # size: settings; "data": "toy" (float64 Gaussian teacher data) or a
                   frac=0.9, euler={"linear": (2,), "tanh": (1,)}, euler_iters=30, sgd={"tanh": (1,)}, sgd_lr=0.05),
     "chapter": dict(data="toy", n=512, d=(10, 5), samples=None, width=16, depths=(1, 2, 3, 4, 5, 6), lrs=(0.02,),
                     iters=3000, frac=0.9, euler={"linear": (6,)}, euler_iters=3000, sgd={}, sgd_lr=None),
-    "medium": dict(data="mnist5k", n=None, d=None, samples=None, width=32, depths=(2, 4, 6, 8, 10), lrs=(0.02, 0.1),
-                   iters=1000, frac=0.8, euler={"linear": (4, 8), "tanh": (2, 4, 8), "relu": (2, 4, 8)},
-                   euler_iters=500, sgd={}, sgd_lr=None),
+    "medium": dict(data="mnist5k", n=None, d=None, samples=None, width=64, depths=(2, 4, 6, 8, 10), lrs=(0.02, 0.1),
+                   iters=3000, frac=0.8, euler={"linear": (4, 8), "tanh": (2, 4, 8), "relu": (2, 4, 8)},
+                   euler_iters=2000, sgd={}, sgd_lr=None),
     "paper": dict(data="mnist", n=None, d=None, samples=None, width=500, depths=(2, 4, 6, 8, 10), lrs=(0.02, 0.1),
                   iters=3000, frac=0.8, euler={a: (2, 4, 6, 8, 10) for a in ("linear", "tanh", "relu")},
                   euler_iters=3000, sgd={a: (2, 4, 6, 8, 10) for a in ("linear", "tanh", "relu")}, sgd_lr=1e-3),
@@ -327,7 +329,7 @@ def escape_across_depth(size: str = "chapter") -> dict:
 FIG1 = {  # size: (data sets, width, Adam rate, epochs, checkpoint every k iterations, hidden-layer counts)
     "smoke": (("toy-small",), 4, 1e-2, 1, 1, (2, 3)),
     "chapter": (("gaussian",), 16, 1e-2, 3, 6, (2, 5, 10)),
-    "medium": (("mnist5k",), 300, 1e-3, 1, 10, (2, 5, 10)),
+    "medium": (("mnist5k",), 128, 1e-3, 1, 10, (2, 5, 10)),  # the paper's 300 took over 5 min for n_h = 10 alone on 2 cores
     "paper": (("mnist", "fashion_mnist", "cifar10"), 300, 1e-3, 1, 100, (2, 5, 10)),
 }
 
@@ -409,11 +411,12 @@ def energy_along_training(size: str = "chapter") -> dict:
 
 # --- Figs. 3-4: the Hessians at the origin on MNIST ----------------------------------------------------
 
-SPECTRA = {  # size: (data set, digits, {hidden layers: widths}, random probe vectors, digits for dense Hessians)
-    "smoke": ("mnist5k", 64, {1: [784, 2, 10], 2: [784, 2, 2, 10]}, 1, 64),
-    "chapter": ("mnist5k", 1000, {1: [784, 10, 10], 2: [784, 10, 10, 10], 4: [784, 5, 5, 5, 5, 10]}, 3, 0),
-    "medium": ("mnist5k", 4000, {1: [784, 10, 10], 2: [784, 10, 10, 10], 4: [784, 5, 5, 5, 5, 10]}, 3, 1000),
-    "paper": ("mnist", None, {1: [784, 10, 10], 2: [784, 10, 10, 10], 4: [784, 5, 5, 5, 5, 10]}, 3, 60000),
+PAPER_NETS = {1: [784, 10, 10], 2: [784, 10, 10, 10], 4: [784, 5, 5, 5, 5, 10]}  # the paper's widths
+SPECTRA = {  # size: (data set, digits, nets, random probe vectors, digits for dense Hessians, largest net made dense)
+    "smoke": ("mnist5k", 64, {1: [784, 2, 10], 2: [784, 2, 2, 10]}, 1, 64, None),
+    "chapter": ("mnist5k", 1000, PAPER_NETS, 3, 0, 0),
+    "medium": ("mnist5k", 4000, PAPER_NETS, 3, 1000, 5000),  # dense: the 4,045 weights of n_h = 4 (~1 min)
+    "paper": ("mnist", None, PAPER_NETS, 3, 60000, None),
 }
 
 
@@ -450,11 +453,12 @@ def origin_spectra(size: str = "chapter") -> dict:
     $v$ for $f = \mathcal L, \mathcal F^*$ (autodiff Hessian-vector products against :func:`pclib.theory.origin_hvp`);
     ``theorem_L``, ``theorem_F``: the theorem's spectra (:func:`pclib.theory.origin_spectra`); ``lanczos_F``: the
     smallest eigenvalue of $\nabla^2\mathcal F^*(0)$ by Lanczos; ``Syy_max``: $\lambda_{\max}(\Sigma_{yy})$; and where the size
-    has dense digits, ``dense_gap``: the largest |eigenvalue of the dense autodiff Hessian - theorem| on those digits."""
+    has dense digits (and the net at most its largest number of weights, ``None``: any), ``dense_gap``: the largest
+    |eigenvalue of the dense autodiff Hessian - theorem| on those digits."""
     from .. import landscape, theory
     from ..energy import mse_loss as _mse
 
-    name, digits, nets, probes, dense = SPECTRA[check_size(size)]
+    name, digits, nets, probes, dense, dense_max = SPECTRA[check_size(size)]
     mse = lambda p, x, y: _mse(p, x, y, act="linear")  # noqa: E731
     out = {}
     with jax.enable_x64(True):
@@ -472,9 +476,10 @@ def origin_spectra(size: str = "chapter") -> dict:
             lam = landscape.extreme_eigenvalues(equilibrated_energy, origin, x, y, k=1, which="SA")[0]
             r = {"widths": widths, "weights": n_weights, "probe_gap": gap, "theorem_L": tL, "theorem_F": tF,
                  "lanczos_F": float(lam), "Syy_max": float(np.linalg.eigvalsh(np.asarray(y.T @ y) / len(y))[-1])}
-            if dense:
+            if dense and (dense_max is None or n_weights <= dense_max):
                 xd, yd = x[:dense], y[:dense]
-                eL, eF = (np.linalg.eigvalsh(np.asarray(h)) for h in landscape.hessians((mse, equilibrated_energy), origin, xd, yd))
+                dense_h = landscape.hessians((mse, equilibrated_energy), origin, xd, yd)
+                eL, eF = (np.linalg.eigvalsh(np.asarray(h)) for h in dense_h)
                 dL, dF = theory.origin_spectra(widths, xd, yd)
                 r["dense_gap"] = float(max(np.abs(eL - dL).max(), np.abs(eF - dF).max()))
             out[H] = r
