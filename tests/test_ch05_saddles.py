@@ -494,7 +494,7 @@ def test_zero_rank_and_rank_one_saddles_of_an_actual_equilibrium(widths, net):
 # --- the explaining-away valley -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("widths", [[4, 3, 6, 5], [3, 2, 2, 3, 4]])
+@pytest.mark.parametrize("widths", [[4, 3, 6, 5], [3, 2, 2, 3, 4], [4] + [5] * 6 + [3]])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_explaining_away_valley(widths, seed, net):
     """Lower layers zero, W_L = tA: L stays at tr(Syy)/2, F* = (1/2) sum_k u_k^T Syy u_k / (1 + t^2 s_k^2)

@@ -50,6 +50,7 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
         assert np.asarray(depth["runs"][m]["pc_layer_norms"]).shape == (S, depth["depth"])
         assert all(1 <= k <= depth["depth"] for k in depth["runs"][m]["layers_reached"])
     assert list(depth["transfer"]) == ["N=8, L=4", "N=8, L=6"]
+    check_ch05_smoke(folder)
     capsys.readouterr()
     assert main(["--size", "smoke", "--out", str(tmp_path), "--only", "ch04"]) == 0  # resumes: nothing re-runs
     assert "done already" in capsys.readouterr().out
@@ -57,11 +58,38 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
     assert (folder / "ch04_deep_saddle.md").read_text() == saddle_md
 
 
+def check_ch05_smoke(folder):
+    """Chapter 5's smoke results: the closed form meets converged inference, the probes and dense spectra meet the
+    theorem, and every escape run has finite curves and escape times within its budget."""
+    fig1 = json.loads((folder / "ch05_energy_along_training.json").read_text())["result"]
+    assert fig1["gap"] < 1e-6 and set(fig1["runs"]["toy-small"]) == {"2", "3"}
+    for run in fig1["runs"]["toy-small"].values():
+        rows = np.asarray(run["rows"])
+        assert rows.shape[1] == 3 and np.all(np.isfinite(rows)) and len(run["curve"]) == rows[-1, 0] + 1
+    spec = json.loads((folder / "ch05_origin_spectra.json").read_text())["result"]
+    for H, r in spec["nets"].items():
+        assert r["probe_gap"] < 1e-10 and r["dense_gap"] < 1e-10, H
+        assert abs(r["lanczos_F"] - r["theorem_F"][0]) < 1e-8 * abs(r["theorem_F"][0]) and r["theorem_F"][0] < 0
+        assert len(r["theorem_L"]) == r["weights"]
+    esc = json.loads((folder / "ch05_escape_depth.json").read_text())["result"]
+    sweep, iters = esc["sweep"], esc["iters"]
+    for m in ("pc", "bp"):
+        L, t = np.asarray(sweep[m]["L"]), np.asarray(sweep[m]["t_L"])
+        assert L.shape[:3] == (len(esc["depths"]), len(esc["lrs"]), 3) and L.shape[3] == len(sweep["grid"])
+        assert np.all(np.isfinite(L)) and np.all((t >= 1) & (t <= iters))
+    assert np.all(np.asarray(sweep["pc"]["t_F"]) < iters)  # the strict saddle of F*: PC's F* falls at every depth
+    assert set(esc["euler"]) == {"linear-2", "tanh-1"} and set(esc["sgd"]) == {"tanh-1"}
+    assert np.asarray(esc["euler"]["linear-2"]["diagnosis"]["grad_ratio"]).shape == (1, 3, 3)
+    assert np.all(np.isfinite(np.asarray(esc["sgd"]["tanh-1"]["bp"]["L"])))
+
+
 def test_bad_names_and_sizes_are_refused():
     with pytest.raises(SystemExit, match="unknown experiment or chapter"):
         main(["--only", "ch99"])
     with pytest.raises(ValueError, match="unknown size"):
         scale.deep.deep_saddle("huge")
+    with pytest.raises(ValueError, match="unknown size"):
+        scale.saddles.escape_across_depth("huge")
 
 
 def test_chapters_paper_scale_branches_call_the_scale_experiments():

@@ -147,4 +147,4 @@ def from_json(value: Any) -> Any:
     return value
 
 
-from . import deep, depth, em, interpolation  # noqa: E402,F401  (registers the chapters' experiments)
+from . import deep, depth, em, interpolation, saddles  # noqa: E402,F401  (registers the chapters' experiments)
