@@ -34,6 +34,9 @@ def test_smoke_runs_every_experiment_writes_its_report_and_resumes(tmp_path, cap
     assert "median cosine" in (folder / "ch02_pc_vs_bp.md").read_text()
     assert "`W_L_growth`" in (folder / "ch02_linear_runs.md").read_text()
     assert "within the bound" in (folder / "ch03_precision_sweeps.md").read_text()
+    assert "| 1 | 0.02 |" in (folder / "ch05_escape_depth.md").read_text()
+    assert "Largest relative gap" in (folder / "ch05_energy_along_training.md").read_text()
+    assert "HVP probe gap" in (folder / "ch05_origin_spectra.md").read_text()
     check_ch02(json.loads((folder / "ch02_pc_vs_bp.json").read_text())["result"],
                json.loads((folder / "ch02_linear_runs.json").read_text())["result"])
     check_ch03(json.loads((folder / "ch03_precision_sweeps.json").read_text())["result"])

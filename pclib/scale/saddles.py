@@ -27,7 +27,7 @@ from ..inference import infer
 from ..learning import pc_grads
 from ..model import init_mlp
 from ..theory import equilibrated_energy
-from . import check_size, register
+from . import check_size, register, reports
 
 
 def _stack(trees: list) -> Any:
@@ -277,7 +277,8 @@ def draw_escape(result: dict, fig: Any) -> None:
 
 
 @register("ch05_escape_depth", chapter="ch05", title="Escape from near the origin across depth, PC vs BP at matched "
-          "step length (Fig. 5)", draw=draw_escape)
+          "step length (Fig. 5)", draw=draw_escape,
+          summarize=reports.escape_depth)
 def escape_across_depth(size: str = "chapter") -> dict:
     r"""Bias-free MLPs from weights of std $5\cdot10^{-3}$ (next to the saddle at the origin), three seeds, minibatches
     of 64, at matched step length (normalised SGD) for each step length in the size's ``lrs``:
@@ -392,7 +393,8 @@ def draw_fig1(result: dict, fig: Any) -> None:
 
 
 @register("ch05_energy_along_training", chapter="ch05", title="Closed-form equilibrated energy vs converged "
-          "inference along PC training (Fig. 1)", draw=draw_fig1)
+          "inference along PC training (Fig. 1)", draw=draw_fig1,
+          summarize=reports.energy_along_training)
 def energy_along_training(size: str = "chapter") -> dict:
     r""":func:`energy_curve` for every data set and hidden-layer count of the size (float64). ``gap`` is the
     largest $|\mathcal F^*_{\rm theory} - \mathcal F_{\rm inference}| / \mathcal F^*_{\rm theory}$ over all checkpoints."""
@@ -445,7 +447,8 @@ def draw_spectra(result: dict, fig: Any) -> None:
 
 
 @register("ch05_origin_spectra", chapter="ch05", title="Hessians of L and F* at the origin on MNIST at the paper's "
-          "widths (Figs. 3-4)", draw=draw_spectra)
+          "widths (Figs. 3-4)", draw=draw_spectra,
+          summarize=reports.origin_spectra)
 def origin_spectra(size: str = "chapter") -> dict:
     r"""Theorem 2 on MNIST digits at the paper's widths (10, 10 and 5 for one, two and four hidden layers), float64.
 
