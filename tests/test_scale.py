@@ -135,3 +135,18 @@ def check_ch03(sw):
             assert np.all(np.asarray(r["residual"]) < np.asarray(r["tol"]))
     assert max(sw["ridge_gap"]) < 1e-8 and all(sw["bounds_ok"])
     assert max(sw["deep_summary"][k]["worst_residual_over_tol"] for k in sw["deep_tanh"]) < 1.0
+
+
+def test_every_experiment_has_committed_medium_results_shown_on_the_book_page():
+    """The Results-at-scale page shows each registered experiment's committed medium-size report and figure,
+    and links each chapter's section; every report says the size and the device it ran on."""
+    page = (ROOT / "book" / "results_at_scale.md").read_text()
+    folder = ROOT / "book" / "scale" / "medium"
+    for name, exp in scale.REGISTRY.items():
+        rec = json.loads((folder / f"{name}.json").read_text())
+        assert rec["size"] == "medium" and rec["device"] and rec["seconds"] > 0
+        assert (folder / f"{name}.png").exists() and (folder / f"{name}.md").exists()
+        assert f"scale/medium/{name}.md" in page and f"scale/medium/{name}.png" in page
+        assert f"(scale-{exp.chapter})=" in page, f"no section for {exp.chapter} on the page"
+        assert rec["device"] in (folder / f"{name}.md").read_text()
+    assert "not run" in page  # no paper-size results without a GPU, and the page says so

@@ -43,12 +43,17 @@ def selected(only: str | None) -> list[str]:
     return names
 
 
+def _load(record: dict) -> str:
+    load = record.get("load")
+    return "load average not recorded" if load is None or load != load else f"load average {load:.1f}"
+
+
 def write_summary(folder: Path) -> Path:
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
         rows.append(f"| {rec['name']} | {rec['title']} | {rec['device']} | {rec['date']} | {rec['seconds']:.0f} "
-                    f"| {rec.get('load', float('nan')):.1f} |")
+                    f"| {_load(rec).removeprefix('load average ')} |")
     text = (f"Results at size `{folder.name}` (`python -m pclib.scale --size {folder.name}`).\n\n"
             "| experiment | what | device | date | wall time (s) | load average at start |\n"
             "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
@@ -87,10 +92,9 @@ def write_numbers(record: dict, folder: Path) -> Path:
     another machine can be summarised here with ``--report``)."""
     exp = REGISTRY[record["name"]]
     numbers = (exp.summarize or summarize_comparisons)(from_json(record["result"]))
-    load = record.get("load", float("nan"))
     out = folder / f"{record['name']}.md"
     out.write_text(f"*Size `{record['size']}`, {record['device']}, {record['date']}, wall time {record['seconds']:.0f} s"
-                   f" (load average {load:.1f} when it started).*\n\n{numbers}\n")
+                   f" ({_load(record)} when it started).*\n\n{numbers}\n")
     return out
 
 
