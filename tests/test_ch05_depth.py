@@ -112,7 +112,8 @@ def test_truncated_inference_stalls_at_depth_where_converged_inference_escapes()
     """Six hidden layers of width 8 on teacher data, step length 0.02, 1500 iterations, three seeds: PC at converged
     inference leaves the origin within the budget on every seed, PC with 50 Euler steps of dt 0.1 on none, its L
     within 1% of its start while its F* falls below 10% of its start, and at its end dt lambda_max of the activity
-    Hessian is at the Euler limit 2 (between 1.9 and 2.1)."""
+    Hessian is at the Euler limit 2 (between 1.9 and 2.1), and over 90% of the truncated gradient's squared norm is in
+    the top layer."""
     x, y = _teacher_data()
     widths, iters = [6] + [8] * 6 + [3], 1500
     exact = saddles.matched_escape(x, y, widths=widths, lrs=(0.02,), iters=iters, method="pc", pc="exact")
@@ -120,8 +121,10 @@ def test_truncated_inference_stalls_at_depth_where_converged_inference_escapes()
     assert np.all(exact["t_L"] < iters) and np.all(euler["t_L"] == iters), (exact["t_L"], euler["t_L"])
     assert np.all(euler["L"][0, :, -1] > 0.99 * euler["L"][0, :, 0])
     assert np.all(euler["F"][0, :, -1] < 0.1 * euler["F"][0, :, 0])
-    edge = saddles.truncation_diagnosis(euler["last"], x, y)["dt_lambda_max"]
+    diag = saddles.truncation_diagnosis(euler["last"], x, y)
+    edge = diag["dt_lambda_max"]
     assert np.all((edge > 1.9) & (edge < 2.1)), edge
+    assert np.all(diag["top_share"] > 0.9), diag["top_share"]  # the normalised steps go into the top layer
 
 
 def test_scale_settings_and_errors():

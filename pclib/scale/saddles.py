@@ -239,17 +239,23 @@ def escape_data(size: str) -> tuple[Any, Any, tuple[Any, Any]]:
 def truncation_diagnosis(last: Any, x: Any, y: Any, *, steps: int = 50, dt: float = 0.1) -> dict:
     r"""At the final weights of linear PC runs (leading axes lrs, seeds): per layer, the norm of PC's gradient
     after ``steps`` Euler steps of ``dt`` over that of $\nabla\mathcal F^*$ (the equilibrium's), and
-    $\mathrm{dt}\,\lambda_{\max}$ of the activity Hessian: Euler inference is stable only while it is below 2."""
+    $\mathrm{dt}\,\lambda_{\max}$ of the activity Hessian: Euler inference is stable only while it is below 2; and
+    ``top_share``, $\lVert g_L\rVert^2 / \sum_\ell \lVert g_\ell\rVert^2$ of the truncated PC gradient $g$: the fraction of a
+    normalised step's squared length that goes into the top layer (on ``x, y``); ``norms``: each layer's
+    Frobenius norm $\lVert W_\ell\rVert_F$."""
     from ..theory import linear_activity_hessian
 
     def one(p):
         g = pc_grads(p, infer(p, x, y, act="linear", steps=steps, dt=dt, check=False).activities, act="linear")
         exact = jax.grad(equilibrated_energy)(p, x, y)
         ratio = jnp.stack([jnp.linalg.norm(a["W"]) / jnp.linalg.norm(b["W"]) for a, b in zip(g, exact)])
-        return ratio, dt * jnp.linalg.eigvalsh(linear_activity_hessian(p))[-1]
+        sq = jnp.stack([jnp.sum(a["W"] ** 2) for a in g])
+        norms = jnp.stack([jnp.linalg.norm(a["W"]) for a in p])
+        return ratio, dt * jnp.linalg.eigvalsh(linear_activity_hessian(p))[-1], sq[-1] / jnp.sum(sq), norms
 
-    ratio, edge = jax.jit(jax.vmap(jax.vmap(one)))(last)
-    return {"grad_ratio": np.asarray(ratio), "dt_lambda_max": np.asarray(edge)}
+    ratio, edge, share, norms = jax.jit(jax.vmap(jax.vmap(one)))(last)
+    return {"grad_ratio": np.asarray(ratio), "dt_lambda_max": np.asarray(edge), "top_share": np.asarray(share),
+            "norms": np.asarray(norms)}
 
 
 def draw_escape(result: dict, fig: Any) -> None:
