@@ -46,6 +46,10 @@ MODES = ("tuned", "matched")
 SELECT = ("mean", "per_seed")
 
 
+class DivergedEverywhereError(ValueError):
+    """A method diverged at every rate of the grid for some seed: the grid needs smaller rates."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     r"""Result of :func:`compare`; arrays are NumPy, axis 0 of the per-method ones is ``methods``.
@@ -405,11 +409,11 @@ def compare(
         if select == "mean":
             mean = scores[i].mean(axis=0)
             if not np.isfinite(mean).any():
-                raise ValueError(f"{m.upper()} diverged at every rate in {list(lr_grid)} for some seed; try smaller rates")
+                raise DivergedEverywhereError(f"{m.upper()} diverged at every rate in {list(lr_grid)} for some seed; try smaller rates")
             best[i] = int(np.argmin(mean))
         else:
             if not np.isfinite(scores[i]).any(axis=1).all():
-                raise ValueError(f"{m.upper()} diverged at every rate in {list(lr_grid)} for some seed; try smaller rates")
+                raise DivergedEverywhereError(f"{m.upper()} diverged at every rate in {list(lr_grid)} for some seed; try smaller rates")
             best[i] = np.argmin(scores[i], axis=1)
     pick = lambda arr, i, j: arr[best[i, j]]  # noqa: E731
     test_loss = test_acc = None

@@ -44,8 +44,9 @@ def selected(only: str | None) -> list[str]:
 
 
 def _load(record: dict) -> str:
+    """The load average when the experiment started, or "not recorded" (records from before it was kept)."""
     load = record.get("load")
-    return "load average not recorded" if load is None or load != load else f"load average {load:.1f}"
+    return "not recorded" if load is None or load != load else f"{load:.1f}"
 
 
 def write_summary(folder: Path) -> Path:
@@ -53,7 +54,7 @@ def write_summary(folder: Path) -> Path:
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
         rows.append(f"| {rec['name']} | {rec['title']} | {rec['device']} | {rec['date']} | {rec['seconds']:.0f} "
-                    f"| {_load(rec).removeprefix('load average ')} |")
+                    f"| {_load(rec)} |")
     text = (f"Results at size `{folder.name}` (`python -m pclib.scale --size {folder.name}`).\n\n"
             "| experiment | what | device | date | wall time (s) | load average at start |\n"
             "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
@@ -94,7 +95,7 @@ def write_numbers(record: dict, folder: Path) -> Path:
     numbers = (exp.summarize or summarize_comparisons)(from_json(record["result"]))
     out = folder / f"{record['name']}.md"
     out.write_text(f"*Size `{record['size']}`, {record['device']}, {record['date']}, wall time {record['seconds']:.0f} s"
-                   f" ({_load(record)} when it started).*\n\n{numbers}\n")
+                   f" (load average {_load(record)} when it started).*\n\n{numbers}\n")
     return out
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import data
-from ..compare import compare
+from ..compare import DivergedEverywhereError, compare
 from ..model import init_mlp
 from . import check_size, register
 
@@ -132,9 +132,7 @@ def deep_saddle(size: str = "chapter") -> dict:
             runs[H] = compare(lambda k, w=widths: init_mlp(k, w, dtype=jnp.float32, scale=0.05), x, y, lrs=list(steps),
                               mode="matched", steps=50, dt=0.2, seeds=(0, 1, 2), epochs=epochs, batch_size=64,
                               batch_seed=0)
-        except ValueError as err:
-            if "diverged at every rate" not in str(err):
-                raise
+        except DivergedEverywhereError as err:
             runs[H] = escape[H] = None
             failed[H] = str(err).split(";")[0]
             continue
